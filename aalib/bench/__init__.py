@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m aalib.bench {attention,train}``. Each prints a table and writes JSON."""

@@ -1,0 +1,248 @@
+"""Attention-augmented convolution (AA-conv) and its linear-attention variant (LAA-conv).
+
+I. Bello, B. Zoph, A. Vaswani, J. Shlens, Q. V. Le, "Attention Augmented Convolutional Networks",
+ICCV 2019, https://arxiv.org/abs/1904.09925: ``AAConv(X) = concat[Conv(X), MHA(X)]`` (Eq. 4),
+with 2-D relative position logits (Sec. 3.2). The linear variant swaps the softmax attention for
+Z. Shen et al., "Efficient Attention: Attention with Linear Complexities", WACV 2021,
+https://arxiv.org/abs/1812.01243.
+
+Departures from the paper, each a choice a user can see:
+
+* Relative tables hold offsets up to ``extent - 1`` rows/columns and clip larger offsets to the
+  last entry (Shaw et al. 2018, https://arxiv.org/abs/1803.02155), so a layer runs at any input
+  size. When the map is no larger than ``extent`` the logits are exactly Bello et al.'s.
+* Stride: the convolution branch strides as usual; the attention branch attends over the input
+  average-pooled by ``stride`` x ``stride`` (ceil mode), so both branches give
+  ``ceil(H / stride) x ceil(W / stride)`` maps and attention cost falls by ``stride ** 4``.
+* ``position="sincos"`` adds a fixed 2-D sine-cosine encoding (Vaswani et al. 2017) to the
+  attention branch's input, as the reproduced study did; ``"learned"`` adds a learned absolute
+  embedding, bilinearly resized to the input.
+
+Status: complete for 2-D inputs; no dilation or groups in the convolution branch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import ATTENTION_KINDS, attention_weights, linear_attention, softmax_attention
+
+__all__ = ["AugmentedConv2d", "POSITIONS", "sincos_position_encoding"]
+
+POSITIONS: tuple[str, ...] = ("relative", "sincos", "learned", "none")
+
+
+def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and v >= 1 for v in pair):
+        raise ValueError(f"{name} must be a positive int or a pair of them, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _channels(value: int | float, out_channels: int, name: str) -> int:
+    """An int is a channel count; a float in (0, 1] is a fraction of out_channels (kappa, upsilon)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be an int (channels) or a float in (0, 1], got {value!r}")
+    if isinstance(value, float):
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"{name}={value} as a fraction of out_channels must lie in (0, 1]")
+        return max(1, round(value * out_channels))
+    if value < 1:
+        raise ValueError(f"{name}={value} channels must be >= 1")
+    return value
+
+
+def sincos_position_encoding(channels: int, height: int, width: int) -> Tensor:
+    """Fixed 2-D sine-cosine encoding (Vaswani et al. 2017, Sec. 3.5), shape (channels, H, W).
+
+    The first ``channels // 2`` channels encode the row, the rest the column, each as
+    ``sin(p / 10000^(2i/d)), cos(p / 10000^(2i/d))`` pairs.
+    """
+    def encode_1d(dim: int, length: int) -> Tensor:
+        pos = torch.arange(length, dtype=torch.float64)[:, None]
+        freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float64) / max(dim, 1))
+        table = torch.zeros(length, dim, dtype=torch.float64)
+        table[:, 0::2] = torch.sin(pos * freq)
+        table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+        return table  # length, dim
+
+    rows, cols = channels // 2, channels - channels // 2
+    enc_h = encode_1d(rows, height).T[:, :, None].expand(rows, height, width)  # rows, H, W
+    enc_w = encode_1d(cols, width).T[:, None, :].expand(cols, height, width)  # cols, H, W
+    return torch.cat([enc_h, enc_w], dim=0).float()
+
+
+class AugmentedConv2d(nn.Module):
+    """Attention-augmented convolution: ``concat[Conv(x), W_O MHA(x)]`` (Bello et al., Eq. 4).
+
+    Args:
+        in_channels: input channels ``Fin``.
+        out_channels: output channels ``Fout``; the convolution gives ``Fout - dv`` of them.
+        kernel_size: odd size of the convolution branch's kernel ('same' padding).
+        dk: key/query depth; an int, or a float in (0, 1] as a fraction of ``out_channels`` (kappa).
+        dv: value depth = attention output channels; int or fraction (upsilon); at most ``Fout``.
+        heads: number of heads ``Nh``; must divide ``dk`` and ``dv``.
+        attention: ``"softmax"`` (AA-conv) or ``"linear"`` (LAA-conv, Shen et al.).
+        position: ``"relative"`` (Bello's 2-D relative logits, softmax only), ``"sincos"``,
+            ``"learned"`` or ``"none"``.
+        stride: stride of both branches (see the module docstring for the attention branch).
+        extent: ``(H, W)`` (or one int) that the position tables cover: relative tables have
+            ``2H - 1`` and ``2W - 1`` rows, a learned embedding is ``H x W``.
+        bias: bias of the convolution branch.
+        qkv_bias: bias of the 1x1 q/k/v and output projections.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        *,
+        dk: int | float,
+        dv: int | float,
+        heads: int,
+        attention: str = "softmax",
+        position: str = "relative",
+        stride: int = 1,
+        extent: int | tuple[int, int] = 32,
+        bias: bool = False,
+        qkv_bias: bool = False,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("heads", heads), ("stride", stride)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd int ('same' padding), got {kernel_size!r}")
+        if attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {attention!r}")
+        if position not in POSITIONS:
+            raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
+        if attention == "linear" and position == "relative":
+            raise ValueError(
+                "position='relative' needs attention='softmax': linear attention never forms the "
+                "N x N logits that relative logits are added to; use position='sincos', 'learned' or 'none'"
+            )
+        self.dk = _channels(dk, out_channels, "dk")
+        self.dv = _channels(dv, out_channels, "dv")
+        if self.dv > out_channels:
+            raise ValueError(f"dv={self.dv} exceeds out_channels={out_channels}: the attention branch gives dv of them")
+        if self.dk % heads or self.dv % heads:
+            raise ValueError(f"heads={heads} must divide dk={self.dk} and dv={self.dv}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.heads = heads
+        self.attention = attention
+        self.position = position
+        self.stride = stride
+        self.extent = _pair(extent, "extent")
+        self.dim_head_qk = self.dk // heads
+        self.dim_head_v = self.dv // heads
+
+        conv_channels = out_channels - self.dv
+        self.conv = (
+            nn.Conv2d(in_channels, conv_channels, kernel_size, stride, kernel_size // 2, bias=bias)
+            if conv_channels > 0
+            else None
+        )
+        self.qkv = nn.Conv2d(in_channels, 2 * self.dk + self.dv, 1, bias=qkv_bias)
+        self.proj = nn.Conv2d(self.dv, self.dv, 1, bias=qkv_bias)  # W_O: mixes the heads
+        self.rel_h = self.rel_w = self.pos_embed = None
+        if position == "relative":  # shared across heads (Bello et al., Sec. 3.2)
+            self.rel_h = nn.Parameter(torch.empty(2 * self.extent[0] - 1, self.dim_head_qk))
+            self.rel_w = nn.Parameter(torch.empty(2 * self.extent[1] - 1, self.dim_head_qk))
+        elif position == "learned":
+            self.pos_embed = nn.Parameter(torch.empty(1, in_channels, *self.extent))
+        # sine-cosine table for the last input size; rebuilt on a new size, moved by .to()
+        self.register_buffer("sincos", torch.empty(0), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for conv in (self.conv, self.qkv, self.proj):
+            if conv is not None:
+                conv.reset_parameters()
+        if self.rel_h is not None:
+            nn.init.normal_(self.rel_h, std=self.dim_head_qk**-0.5)
+            nn.init.normal_(self.rel_w, std=self.dim_head_qk**-0.5)
+        if self.pos_embed is not None:
+            nn.init.normal_(self.pos_embed, std=0.02)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, dk={self.dk}, "
+            f"dv={self.dv}, heads={self.heads}, attention={self.attention!r}, position={self.position!r}, "
+            f"stride={self.stride}, extent={self.extent}"
+        )
+
+    # -- position encodings ---------------------------------------------------------------
+    def _relative_tables(self, height: int, width: int) -> tuple[Tensor, Tensor]:
+        """(2H-1, dkh) and (2W-1, dkh) tables for this size, offsets clipped to the extent."""
+        def clipped(table: Tensor, length: int, extent: int) -> Tensor:
+            offsets = torch.arange(-(length - 1), length, device=table.device).clamp(-(extent - 1), extent - 1)
+            return table[offsets + extent - 1]
+
+        return clipped(self.rel_h, height, self.extent[0]), clipped(self.rel_w, width, self.extent[1])
+
+    def _absolute_position(self, x: Tensor) -> Tensor:
+        height, width = x.shape[-2:]
+        if self.position == "learned":
+            embed = self.pos_embed
+            if embed.shape[-2:] != (height, width):
+                embed = F.interpolate(embed, size=(height, width), mode="bilinear", align_corners=False)
+            return x + embed.to(x.dtype)
+        if self.sincos.shape != (self.in_channels, height, width):
+            table = sincos_position_encoding(self.in_channels, height, width)
+            self.sincos = table.to(device=x.device, dtype=self.qkv.weight.dtype)
+        return x + self.sincos.to(x.dtype)
+
+    # -- attention branch -----------------------------------------------------------------
+    def _attention_inputs(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, dict]:
+        """q, k, v as (B, heads, N, d) for the (pooled) input, and the kernel's position kwargs."""
+        if self.stride > 1:
+            x = F.avg_pool2d(x, self.stride, self.stride, ceil_mode=True)
+        if self.position in ("sincos", "learned"):
+            x = self._absolute_position(x)
+        batch, _, height, width = x.shape
+        q, k, v = self.qkv(x).split([self.dk, self.dk, self.dv], dim=1)  # B, d, H, W each
+        q = q.reshape(batch, self.heads, self.dim_head_qk, height * width).transpose(-2, -1)  # B, heads, N, dkh
+        k = k.reshape(batch, self.heads, self.dim_head_qk, height * width).transpose(-2, -1)  # B, heads, N, dkh
+        v = v.reshape(batch, self.heads, self.dim_head_v, height * width).transpose(-2, -1)  # B, heads, N, dvh
+        extra = {}
+        if self.position == "relative":
+            rel_h, rel_w = self._relative_tables(height, width)
+            extra = {"rel_h": rel_h, "rel_w": rel_w, "size": (height, width)}
+        return q, k, v, extra
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"AugmentedConv2d expects (B, {self.in_channels}, H, W) input, got shape {tuple(x.shape)}"
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        q, k, v, extra = self._attention_inputs(x)
+        if self.attention == "softmax":
+            out = softmax_attention(q, k, v, **extra)  # B, heads, N, dvh
+        else:
+            out = linear_attention(q, k, v)  # B, heads, N, dvh
+        height, width = -(-x.shape[-2] // self.stride), -(-x.shape[-1] // self.stride)
+        out = out.transpose(-2, -1).reshape(x.shape[0], self.dv, height, width)  # B, dv, H', W'
+        out = self.proj(out)
+        return out if self.conv is None else torch.cat([self.conv(x), out], dim=1)
+
+    @torch.no_grad()
+    def attention_maps(self, x: Tensor) -> Tensor:
+        """Per-head attention maps of a forward pass on ``x``: (B, heads, N', N'), N' = H' * W'.
+
+        Row ``i`` is the distribution over key positions that output position ``i`` attends to;
+        built from the same q, k and position terms as :meth:`forward`.
+        """
+        self._check_input(x)
+        q, k, _, extra = self._attention_inputs(x)
+        return attention_weights(q, k, kind=self.attention, **extra)
