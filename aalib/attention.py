@@ -110,11 +110,16 @@ def _key_positions(size: tuple[int, int], like: Tensor) -> Tensor:
 
 
 def _pad_head(x: Tensor, size: int) -> Tensor:
-    return x if x.shape[-1] == size else F.pad(x, (0, size - x.shape[-1]))
+    # fused kernels need a unit stride on the head dimension, else SDPA falls back to N x N math
+    return x.contiguous() if x.shape[-1] == size else F.pad(x, (0, size - x.shape[-1]))
 
 
 def _fused_attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
-    """SDPA with q/k and v padded with zeros to one aligned head size (exact: zeros add nothing)."""
+    """SDPA with q/k and v padded with zeros to one aligned head size (exact: zeros add nothing).
+
+    PyTorch's fused kernels (CPU flash, CUDA flash / memory-efficient) take equal q, k, v head
+    sizes with unit stride; anything else silently runs the math backend and its N x N weights.
+    """
     dvh = v.shape[-1]
     head = -(-max(q.shape[-1], dvh) // _HEAD_ALIGN) * _HEAD_ALIGN
     out = F.scaled_dot_product_attention(_pad_head(q, head), _pad_head(k, head), _pad_head(v, head), scale=scale)
@@ -205,8 +210,8 @@ def attention_weights(
         if grid is not None:
             height, width = grid
             lh, lw = relative_logits(q, rel_h, rel_w, grid)
-            key = torch.arange(height * width, device=q.device)
-            logits = logits + lh[..., key // width] + lw[..., key % width]  # B, heads, N, N
+            logits = logits.unflatten(-1, grid) + lh[..., :, None] + lw[..., None, :]  # B, heads, N, H, W
+            logits = logits.flatten(-2)  # B, heads, N, N
         return (logits * q.shape[-1] ** -0.5).softmax(dim=-1)
     if kind == "linear":
         if rel_h is not None or rel_w is not None:

@@ -218,6 +218,12 @@ class AugmentedConv2d(nn.Module):
             extra = {"rel_h": rel_h, "rel_w": rel_w, "size": (height, width)}
         return q, k, v, extra
 
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, extra: dict) -> Tensor:
+        """The attention kernel: (B, heads, N, d) inputs to (B, heads, N, dvh)."""
+        if self.attention == "softmax":
+            return softmax_attention(q, k, v, **extra)
+        return linear_attention(q, k, v)
+
     def _check_input(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
@@ -227,10 +233,7 @@ class AugmentedConv2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         q, k, v, extra = self._attention_inputs(x)
-        if self.attention == "softmax":
-            out = softmax_attention(q, k, v, **extra)  # B, heads, N, dvh
-        else:
-            out = linear_attention(q, k, v)  # B, heads, N, dvh
+        out = self._attend(q, k, v, extra)  # B, heads, N, dvh
         height, width = -(-x.shape[-2] // self.stride), -(-x.shape[-1] // self.stride)
         out = out.transpose(-2, -1).reshape(x.shape[0], self.dv, height, width)  # B, dv, H', W'
         out = self.proj(out)

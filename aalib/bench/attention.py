@@ -1,0 +1,254 @@
+"""Time and memory of the AA-conv and LAA-conv layers against resolution, ours beside a naive reference.
+
+``python -m aalib.bench attention [--sizes 16 32 64] [--linear-sizes 16 32 64 128] [--out FILE]``
+
+Setting (tracker issue #3): batch 8, 64 -> 64 channels, dk = dv = 32, 4 heads, 3x3 convolution
+branch; forward + backward of the whole layer. "Naive" is the same layer whose attention is the
+explicit formula, ``attention_weights(q, k) @ v``: the ``(B, heads, N, N)`` logits and weights
+are materialised, as in Bello et al.'s published code and the public ports. Each case runs in a
+fresh subprocess so that its peak memory is its own: on the CPU the rise of the process's peak
+resident memory over the forward + backward passes, on CUDA ``torch.cuda.max_memory_allocated``
+minus the memory held before them. Time is the median of ``--repeats`` runs after a warm-up.
+Compare the rows of one run with each other (ratios); absolute times depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from aalib.attention import attention_weights
+from aalib.layers import AugmentedConv2d
+
+BATCH, CHANNELS, DK, DV, HEADS = 8, 64, 32, 32, 4
+# AA-conv (softmax) with and without relative logits, and LAA-conv (linear, sine-cosine positions).
+VARIANTS: dict[str, dict] = {
+    "AA relative": {"attention": "softmax", "position": "relative"},
+    "AA no-pos": {"attention": "softmax", "position": "none"},
+    "LAA sincos": {"attention": "linear", "position": "sincos"},
+}
+
+
+class NaiveAugmentedConv2d(AugmentedConv2d):
+    """The reference: the same layer with the attention map materialised (N x N logits)."""
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, extra: dict) -> Tensor:
+        return attention_weights(q, k, kind=self.attention, **extra) @ v  # B, heads, N, dvh
+
+
+@dataclass
+class Case:
+    variant: str
+    impl: str  # "ours" or "naive"
+    size: int
+    device: str
+    repeats: int
+
+
+def _naive_bytes(size: int) -> int:
+    """Bytes of one fp32 (B, heads, N, N) tensor: the unit of the naive layer's memory."""
+    n = size * size
+    return BATCH * HEADS * n * n * 4
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"{field} not in /proc/self/status")
+
+
+def _reset_cpu_peak() -> int:
+    """Reset the process's peak resident memory (Linux VmHWM) and return the current bytes.
+
+    Falls back to the lifetime peak (ru_maxrss) where /proc cannot reset it.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+        return _status_kib("VmRSS") * 1024
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _cpu_peak() -> int:
+    try:
+        return _status_kib("VmHWM") * 1024
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_case(case: Case) -> dict:
+    """Build the layer and input, then time forward + backward; returns ms and peak MiB."""
+    torch.manual_seed(0)
+    device = torch.device(case.device)
+    cls = AugmentedConv2d if case.impl == "ours" else NaiveAugmentedConv2d
+    layer = cls(CHANNELS, CHANNELS, 3, dk=DK, dv=DV, heads=HEADS, extent=case.size, **VARIANTS[case.variant]).to(device)
+    x = torch.randn(BATCH, CHANNELS, case.size, case.size, device=device, requires_grad=True)
+
+    def step() -> None:
+        layer(x).sum().backward()
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        held = torch.cuda.memory_allocated()
+    else:
+        held = _reset_cpu_peak()
+    step()  # warm-up (allocator, kernel selection)
+    sync()
+    times = []
+    for _ in range(case.repeats):
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - start)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() - held
+    else:
+        peak = _cpu_peak() - held
+    return {"ms": 1000 * statistics.median(times), "peak_mib": peak / 2**20, "runs": len(times)}
+
+
+def _run_in_subprocess(case: Case, timeout: float) -> dict:
+    cmd = [sys.executable, "-m", "aalib.bench.attention", "--case", json.dumps(asdict(case))]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        return {"error": lines[-1] if lines else f"exit code {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _machine() -> dict:
+    info = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
+        json.dump(data, tmp, indent=2)
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    os.replace(tmp.name, path)
+
+
+def _table(rows: list[dict]) -> str:
+    header = f"{'layer':<12} {'size':>7} {'ours ms':>9} {'naive ms':>9} {'speed-up':>8} {'ours MiB':>9} {'naive MiB':>10} {'mem ratio':>9}"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        ours, naive = row["ours"], row.get("naive") or {}
+
+        def num(res: dict, key: str, fmt: str) -> str:
+            return format(res[key], fmt) if key in res else ("-" if not res else "fail")
+
+        speed = f"{naive['ms'] / ours['ms']:.2f}x" if "ms" in naive and "ms" in ours else "-"
+        mem = f"1/{naive['peak_mib'] / ours['peak_mib']:.1f}" if "peak_mib" in naive and ours.get("peak_mib", 0) > 0 else "-"
+        lines.append(
+            f"{row['variant']:<12} {row['size']:>4}^2 {num(ours, 'ms', '9.1f')} {num(naive, 'ms', '9.1f')} "
+            f"{speed:>8} {num(ours, 'peak_mib', '9.1f')} {num(naive, 'peak_mib', '10.1f')} {mem:>9}"
+        )
+    return "\n".join(lines)
+
+
+def _targets(rows: list[dict]) -> list[dict]:
+    """The issue's acceptance targets, evaluated on this run's rows."""
+    by_key = {(r["variant"], r["size"]): r for r in rows}
+    checks = []
+    aa = by_key.get(("AA relative", 64))
+    if aa and "ms" in aa["ours"] and "ms" in (aa.get("naive") or {}):
+        mem_ratio = aa["naive"]["peak_mib"] / aa["ours"]["peak_mib"]
+        speed = aa["naive"]["ms"] / aa["ours"]["ms"]
+        checks.append({"target": "AA relative 64^2: naive/ours peak memory >= 8", "value": round(mem_ratio, 2), "met": mem_ratio >= 8})
+        checks.append({"target": "AA relative 64^2: naive/ours time >= 2", "value": round(speed, 2), "met": speed >= 2})
+    small, large = by_key.get(("LAA sincos", 32)), by_key.get(("LAA sincos", 128))
+    if small and large and "ms" in small["ours"] and "ms" in large["ours"]:
+        growth = large["ours"]["ms"] / small["ours"]["ms"]
+        checks.append({"target": "LAA 32^2 -> 128^2 time growth <= 20 (16 is linear)", "value": round(growth, 2), "met": growth <= 20})
+    return checks
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m aalib.bench attention", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64], help="square map sizes for every variant")
+    parser.add_argument("--linear-sizes", type=int, nargs="+", default=[16, 32, 64, 128], help="sizes for LAA")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per case (median), after one warm-up")
+    parser.add_argument("--naive-max-gib", type=float, default=3.0,
+                        help="skip naive cases whose single N x N map exceeds this many GiB (they need several)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per case")
+    parser.add_argument("--out", type=Path, default=Path("results/bench_attention.json"), help="JSON results file")
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case in this process
+    args = parser.parse_args(argv)
+    if args.case:
+        print(json.dumps(run_case(Case(**json.loads(args.case)))))
+        return 0
+    if args.repeats < 1 or any(s < 1 for s in args.sizes + args.linear_sizes):
+        parser.error("--repeats and sizes must be positive")
+
+    rows = []
+    plan = [(variant, size) for variant in VARIANTS
+            for size in (args.linear_sizes if VARIANTS[variant]["attention"] == "linear" else args.sizes)]
+    print(f"attention benchmark on {args.device}: batch {BATCH}, {CHANNELS} channels, dk=dv={DK}, {HEADS} heads, "
+          f"forward+backward, median of {args.repeats}", flush=True)
+    for variant, size in plan:
+        row = {"variant": variant, "size": size}
+        for impl in ("ours", "naive"):
+            if impl == "naive" and _naive_bytes(size) > args.naive_max_gib * 2**30:
+                row[impl] = {"skipped": f"one N x N map is {_naive_bytes(size) / 2**30:.0f} GiB"}
+                continue
+            row[impl] = _run_in_subprocess(Case(variant, impl, size, args.device, args.repeats), args.timeout)
+            print(f"  {variant:<12} {size:>4}^2 {impl:<5} {row[impl]}", flush=True)
+        rows.append(row)
+    table = _table(rows)
+    checks = _targets(rows)
+    print()
+    print(table)
+    for check in checks:
+        print(f"{'MET    ' if check['met'] else 'NOT MET'} {check['target']}: {check['value']}")
+    _write_json(args.out, {
+        "benchmark": "attention",
+        "command": "python -m aalib.bench attention " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "setting": {"batch": BATCH, "channels": CHANNELS, "dk": DK, "dv": DV, "heads": HEADS, "kernel_size": 3,
+                    "device": args.device, "repeats": args.repeats},
+        "machine": _machine(),
+        "rows": rows,
+        "targets": checks,
+        "table": table,
+    })
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
