@@ -162,10 +162,11 @@ def softmax_attention(
     return _fused_attention(q_ext, k_ext, v, scale)
 
 
-def _linear_factors(q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+def _linear_factors(q: Tensor, k: Tensor, feature_dim: int = -1) -> tuple[Tensor, Tensor]:
     """Shen et al.'s normalisers: rho_q = softmax over each query's features,
-    rho_k = softmax of each key feature over the N positions."""
-    return q.softmax(dim=-1), k.softmax(dim=-2)
+    rho_k = softmax of each key feature over the N positions (the other of the last two dims)."""
+    position_dim = -2 if feature_dim == -1 else -1
+    return q.softmax(dim=feature_dim), k.softmax(dim=position_dim)
 
 
 def linear_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -183,9 +184,11 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """
     _check_qk(q, k)
     _check_v(k, v)
-    q_soft, k_soft = _linear_factors(q, k)
-    context = k_soft.transpose(-2, -1) @ v  # B, heads, dkh, dvh
-    return q_soft @ context  # B, heads, N, dvh
+    # Feature-major layout: a conv's q/k/v arrive as transposed views of (d, N) storage, so
+    # softmaxes and products run on contiguous memory and the output goes back without a copy.
+    q_soft, k_soft = _linear_factors(q.transpose(-2, -1), k.transpose(-2, -1), feature_dim=-2)  # B, heads, dkh, N
+    context = k_soft @ v  # B, heads, dkh, dvh
+    return (context.transpose(-2, -1) @ q_soft).transpose(-2, -1)  # B, heads, N, dvh
 
 
 def attention_weights(

@@ -249,3 +249,18 @@ class AugmentedConv2d(nn.Module):
         self._check_input(x)
         q, k, _, extra = self._attention_inputs(x)
         return attention_weights(q, k, kind=self.attention, **extra)
+
+    @torch.no_grad()
+    def context_maps(self, x: Tensor) -> Tensor:
+        """LAA-conv's global context maps: ``rho_k(K)^T`` as (B, heads, dkh, H', W').
+
+        Shen et al. (Sec. 3.3) read each row of ``rho_k(K)^T`` as a soft template over the image:
+        a distribution over positions that pools one global context vector. Linear attention only.
+        """
+        if self.attention != "linear":
+            raise ValueError(f"context_maps needs attention='linear', this layer has attention={self.attention!r}")
+        self._check_input(x)
+        _, k, _, _ = self._attention_inputs(x)
+        height, width = -(-x.shape[-2] // self.stride), -(-x.shape[-1] // self.stride)
+        templates = k.softmax(dim=-2).transpose(-2, -1)  # B, heads, dkh, N
+        return templates.reshape(*templates.shape[:3], height, width)  # B, heads, dkh, H', W'

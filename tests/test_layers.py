@@ -231,3 +231,12 @@ def test_strided_attention_attends_over_the_pooled_input():
     unstrided = make("softmax", "none").double()
     unstrided.load_state_dict(layer.state_dict())
     torch.testing.assert_close(layer(x)[:, 4:], unstrided(pooled)[:, 4:])
+
+
+def test_context_maps_are_distributions_over_positions():
+    layer = make("linear", "sincos", stride=2)
+    maps = layer.context_maps(torch.randn(2, 5, 7, 6))
+    assert maps.shape == (2, 2, 4, 4, 3)  # B, heads, dkh, H', W'
+    torch.testing.assert_close(maps.sum((-2, -1)), torch.ones(2, 2, 4))
+    with pytest.raises(ValueError, match="context_maps needs attention='linear'"):
+        make("softmax").context_maps(torch.randn(1, 5, 4, 4))

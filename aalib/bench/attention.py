@@ -22,7 +22,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch
 from torch import Tensor
 
 from aalib.attention import attention_weights
+from aalib.io import write_json
 from aalib.layers import AugmentedConv2d
 
 BATCH, CHANNELS, DK, DV, HEADS = 8, 64, 32, 32, 4
@@ -130,10 +130,10 @@ def run_case(case: Case) -> dict:
     return {"ms": 1000 * statistics.median(times), "peak_mib": peak / 2**20, "runs": len(times)}
 
 
-def _run_in_subprocess(case: Case, timeout: float) -> dict:
+def _run_in_subprocess(case: Case, timeout: float, env: dict[str, str]) -> dict:
     cmd = [sys.executable, "-m", "aalib.bench.attention", "--case", json.dumps(asdict(case))]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     if proc.returncode != 0:
@@ -154,15 +154,6 @@ def _machine() -> dict:
     return info
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        json.dump(data, tmp, indent=2)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.replace(tmp.name, path)
-
-
 def _table(rows: list[dict]) -> str:
     header = f"{'layer':<12} {'size':>7} {'ours ms':>9} {'naive ms':>9} {'speed-up':>8} {'ours MiB':>9} {'naive MiB':>10} {'mem ratio':>9}"
     lines = [header, "-" * len(header)]
@@ -170,7 +161,10 @@ def _table(rows: list[dict]) -> str:
         ours, naive = row["ours"], row.get("naive") or {}
 
         def num(res: dict, key: str, fmt: str) -> str:
-            return format(res[key], fmt) if key in res else ("-" if not res else "fail")
+            if key in res:
+                return format(res[key], fmt)
+            width = fmt.split(".")[0]
+            return format("skip" if "skipped" in res else "fail" if res else "-", ">" + width)
 
         speed = f"{naive['ms'] / ours['ms']:.2f}x" if "ms" in naive and "ms" in ours else "-"
         mem = f"1/{naive['peak_mib'] / ours['peak_mib']:.1f}" if "peak_mib" in naive and ours.get("peak_mib", 0) > 0 else "-"
@@ -207,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-max-gib", type=float, default=3.0,
                         help="skip naive cases whose single N x N map exceeds this many GiB (they need several)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per case")
+    parser.add_argument("--malloc", default="glibc.malloc.hugetlb=1",
+                        help="GLIBC_TUNABLES for the case processes ('' for the machine's default). Huge pages "
+                             "for large CPU tensors cut page faults, which otherwise dominate big maps on some VMs")
     parser.add_argument("--out", type=Path, default=Path("results/bench_attention.json"), help="JSON results file")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case in this process
     args = parser.parse_args(argv)
@@ -216,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1 or any(s < 1 for s in args.sizes + args.linear_sizes):
         parser.error("--repeats and sizes must be positive")
 
+    env = dict(os.environ)
+    if args.malloc and sys.platform.startswith("linux") and "GLIBC_TUNABLES" not in env:
+        env["GLIBC_TUNABLES"] = args.malloc
     rows = []
     plan = [(variant, size) for variant in VARIANTS
             for size in (args.linear_sizes if VARIANTS[variant]["attention"] == "linear" else args.sizes)]
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             if impl == "naive" and _naive_bytes(size) > args.naive_max_gib * 2**30:
                 row[impl] = {"skipped": f"one N x N map is {_naive_bytes(size) / 2**30:.0f} GiB"}
                 continue
-            row[impl] = _run_in_subprocess(Case(variant, impl, size, args.device, args.repeats), args.timeout)
+            row[impl] = _run_in_subprocess(Case(variant, impl, size, args.device, args.repeats), args.timeout, env)
             print(f"  {variant:<12} {size:>4}^2 {impl:<5} {row[impl]}", flush=True)
         rows.append(row)
     table = _table(rows)
@@ -236,11 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     for check in checks:
         print(f"{'MET    ' if check['met'] else 'NOT MET'} {check['target']}: {check['value']}")
-    _write_json(args.out, {
+    write_json(args.out, {
         "benchmark": "attention",
         "command": "python -m aalib.bench attention " + " ".join(argv if argv is not None else sys.argv[1:]),
         "setting": {"batch": BATCH, "channels": CHANNELS, "dk": DK, "dv": DV, "heads": HEADS, "kernel_size": 3,
-                    "device": args.device, "repeats": args.repeats},
+                    "device": args.device, "repeats": args.repeats, "GLIBC_TUNABLES": env.get("GLIBC_TUNABLES", "")},
         "machine": _machine(),
         "rows": rows,
         "targets": checks,

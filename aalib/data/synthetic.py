@@ -1,0 +1,332 @@
+"""A synthetic task that a network without long-range interactions cannot solve.
+
+Tracker issue #4, section 2: the label is a relation between two marks placed farther apart than
+the Simple-CNN's receptive field (21 px, see STUDY_NOTES section 2). Here: "are the two square
+marks the same colour?" (label 1 = same, 0 = different), with ``colours`` = K palette colours.
+
+Why a local network stays at chance. With global average pooling and a linear head, the logit
+difference is a sum over locations of features that each see at most one mark (no
+``receptive_field`` x ``receptive_field`` window holds pixels of both marks), so it has the form
+``s(a) + s(b) + (terms independent of the label)`` for mark colours ``a``, ``b``. Same pairs give
+``2 s(a)`` and different pairs ``s(a) + s(b)``, the midpoint of two same-pair values, so no
+threshold separates them (the XOR argument of Minsky & Papert, "Perceptrons", 1969). A layer
+that attends across the whole image can compare the two marks directly.
+
+Construction, per sample:
+
+* background grey, two filled ``mark_size`` squares; colours uniform over the K palette colours,
+  the second equal to the first (same) or uniform over the other K - 1 (different), so each
+  mark's colour alone is uniform in both classes;
+* positions uniform over the pairs that satisfy the rule: along at least one axis the
+  coordinates of the marks' nearest pixels differ by at least ``receptive_field``, equivalently
+  no ``receptive_field`` x ``receptive_field`` window contains pixels of both marks;
+* ``distractors`` plus-shaped objects (never a filled square, so they cannot be taken for a
+  mark) in random palette colours, each at least one background pixel away from the marks and
+  from each other; they carry no label information;
+* gaussian pixel noise of std ``noise`` (images in [0, 1]), clipped, stored as uint8;
+* classes exactly balanced in every split; each split has its own random stream derived from
+  ``(seed, split)``, so the splits are independent and every call is reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .splits import ImageSplits, channel_stats
+
+__all__ = [
+    "CLASSES",
+    "PALETTE",
+    "SPLITS",
+    "LongRangeSamples",
+    "generate_long_range",
+    "long_range",
+    "long_range_samples",
+    "min_image_size",
+]
+
+CLASSES = ["different", "same"]
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+# Clearly distinct RGB colours in [0, 1] (saturated hues plus white), all far from the background.
+PALETTE: tuple[tuple[float, float, float], ...] = (
+    (1.0, 0.0, 0.0),  # red
+    (0.0, 0.8, 0.0),  # green
+    (0.1, 0.3, 1.0),  # blue
+    (1.0, 0.9, 0.0),  # yellow
+    (1.0, 0.0, 1.0),  # magenta
+    (0.0, 1.0, 1.0),  # cyan
+    (1.0, 1.0, 1.0),  # white
+    (1.0, 0.5, 0.0),  # orange
+)
+BACKGROUND = (0.3, 0.3, 0.3)
+_MARGIN = 1  # background pixels kept between any two objects, so shapes never merge
+_PLACEMENT_TRIES = 200
+_MAX_DRAW = 1 << 22
+
+
+@dataclass(frozen=True)
+class LongRangeSamples:
+    """One generated split and the generator's record of where everything is."""
+
+    images: Tensor  # N, 3, S, S uint8
+    labels: Tensor  # N int64: 1 = same colour, 0 = different
+    mark_positions: Tensor  # N, 2 marks, (y, x) of the top-left pixel, int64
+    mark_colours: Tensor  # N, 2 palette indices, int64
+    distractor_positions: Tensor  # N, D, (y, x) top-left of each plus's bounding box
+    distractor_colours: Tensor  # N, D palette indices
+    mark_size: int
+    distractor_size: int
+
+
+def min_image_size(receptive_field: int, mark_size: int) -> int:
+    """Smallest image side on which two marks can satisfy the distance rule."""
+    # top-left corners must differ by receptive_field + mark_size - 1 within [0, S - mark_size]
+    return receptive_field + 2 * mark_size - 1
+
+
+def _check_int(name: str, value: int, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name}={value!r} must be an int {allowed}")
+
+
+def _check_params(image_size: int, colours: int, mark_size: int, receptive_field: int, distractors: int,
+                  noise: float, distractor_size: int) -> None:
+    _check_int("colours", colours, 2, len(PALETTE))
+    _check_int("mark_size", mark_size, 1)
+    _check_int("receptive_field", receptive_field, 1)
+    _check_int("distractors", distractors, 0)
+    _check_int("distractor_size", distractor_size, 3)
+    _check_int("image_size", image_size, 1)
+    if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
+        raise ValueError(f"noise={noise!r} must be a finite float >= 0 (std of pixel noise, images in [0, 1])")
+    needed = min_image_size(receptive_field, mark_size)
+    if image_size < needed:
+        raise ValueError(
+            f"image_size={image_size} is too small for receptive_field={receptive_field} and "
+            f"mark_size={mark_size}: two marks need image_size >= {needed} "
+            "(= receptive_field + 2 * mark_size - 1) to be a receptive field apart"
+        )
+    if distractor_size > image_size:
+        raise ValueError(f"distractor_size={distractor_size} exceeds image_size={image_size}")
+
+
+def _place_marks(rng: np.random.Generator, n: int, image_size: int, mark_size: int, receptive_field: int) -> np.ndarray:
+    """(n, 2, 2) top-left corners, uniform over the ordered pairs that obey the distance rule."""
+    high = image_size - mark_size  # largest top-left coordinate
+    apart = receptive_field + mark_size - 1  # corner difference = nearest-pixel difference + mark_size - 1
+    out = np.empty((n, 2, 2), dtype=np.int64)  # n, mark, (y, x)
+    filled, acceptance = 0, 0.5
+    while filled < n:
+        draw = min(_MAX_DRAW, int((n - filled) / acceptance * 1.2) + 64)
+        candidates = rng.integers(0, high + 1, size=(draw, 2, 2))  # draw, mark, (y, x)
+        far = (np.abs(candidates[:, 0] - candidates[:, 1]) >= apart).any(axis=1)  # draw
+        acceptance = max(far.mean(), 1e-4)
+        kept = candidates[far][: n - filled]
+        out[filled : filled + len(kept)] = kept
+        filled += len(kept)
+    return out
+
+
+def _overlaps(pos: np.ndarray, size: int, other: np.ndarray, other_size: int) -> np.ndarray:
+    """Whether boxes at ``pos`` and ``other`` (both (n, 2)) come closer than ``_MARGIN`` pixels."""
+    return np.all(
+        (pos < other + other_size + _MARGIN) & (other < pos + size + _MARGIN), axis=1
+    )  # n
+
+
+def _place_distractors(rng: np.random.Generator, marks: np.ndarray, count: int, image_size: int, mark_size: int,
+                       size: int) -> np.ndarray:
+    """(n, count, 2) top-left corners of distractor boxes, clear of the marks and of each other."""
+    n = marks.shape[0]
+    out = np.zeros((n, count, 2), dtype=np.int64)
+    for j in range(count):
+        pending = np.arange(n)
+        for _ in range(_PLACEMENT_TRIES):
+            candidates = rng.integers(0, image_size - size + 1, size=(len(pending), 2))
+            clash = _overlaps(candidates, size, marks[pending, 0], mark_size)
+            clash |= _overlaps(candidates, size, marks[pending, 1], mark_size)
+            for k in range(j):
+                clash |= _overlaps(candidates, size, out[pending, k], size)
+            out[pending[~clash], j] = candidates[~clash]
+            pending = pending[clash]
+            if len(pending) == 0:
+                break
+        else:
+            raise ValueError(
+                f"cannot place distractors={count} of size {size} clear of the marks in a "
+                f"{image_size}x{image_size} image; use fewer distractors or a larger image_size"
+            )
+    return out
+
+
+def _axis_masks(start: np.ndarray, length: int, image_size: int) -> np.ndarray:
+    """(n, S) bool: coordinates in ``[start, start + length)``."""
+    coords = np.arange(image_size)
+    return (coords >= start[:, None]) & (coords < start[:, None] + length)
+
+
+def _square_mask(pos: np.ndarray, size: int, image_size: int) -> np.ndarray:
+    rows, cols = _axis_masks(pos[:, 0], size, image_size), _axis_masks(pos[:, 1], size, image_size)
+    return rows[:, :, None] & cols[:, None, :]  # n, S, S
+
+
+def _plus_mask(pos: np.ndarray, size: int, image_size: int) -> np.ndarray:
+    """A plus sign in a ``size`` box: centred arms ``size // 3`` thick, empty corners."""
+    arm = max(1, size // 3)
+    offset = (size - arm) // 2
+    rows, cols = _axis_masks(pos[:, 0], size, image_size), _axis_masks(pos[:, 1], size, image_size)
+    row_arm = _axis_masks(pos[:, 0] + offset, arm, image_size)
+    col_arm = _axis_masks(pos[:, 1] + offset, arm, image_size)
+    return (rows[:, :, None] & col_arm[:, None, :]) | (row_arm[:, :, None] & cols[:, None, :])  # n, S, S
+
+
+def generate_long_range(
+    n: int,
+    rng: np.random.Generator,
+    *,
+    image_size: int = 32,
+    colours: int = 4,
+    mark_size: int = 3,
+    receptive_field: int = 21,
+    distractors: int = 2,
+    noise: float = 0.05,
+    distractor_size: int | None = None,
+) -> LongRangeSamples:
+    """Generate ``n`` samples (``n`` even, half of each class) from ``rng``."""
+    distractor_size = max(3, mark_size) if distractor_size is None else distractor_size
+    _check_params(image_size, colours, mark_size, receptive_field, distractors, noise, distractor_size)
+    _check_int("n", n, 0)
+    if n % 2:
+        raise ValueError(f"n={n} must be even so that the two classes are exactly balanced")
+
+    labels = rng.permutation(np.repeat(np.array([0, 1]), n // 2))  # n
+    first = rng.integers(0, colours, size=n)
+    shift = rng.integers(1, colours, size=n)  # uniform over the other K - 1 colours
+    second = np.where(labels == 1, first, (first + shift) % colours)
+    mark_colours = np.stack([first, second], axis=1)  # n, 2
+    marks = _place_marks(rng, n, image_size, mark_size, receptive_field)
+    spots = _place_distractors(rng, marks, distractors, image_size, mark_size, distractor_size)
+    spot_colours = rng.integers(0, colours, size=(n, distractors))
+
+    # Paint an object-index map, then look every pixel's colour up in a per-sample table.
+    objects = np.zeros((n, image_size, image_size), dtype=np.int64)  # n, S, S; 0 = background
+    for k in range(distractors):
+        objects[_plus_mask(spots[:, k], distractor_size, image_size)] = 1 + k
+    for k in range(2):
+        objects[_square_mask(marks[:, k], mark_size, image_size)] = 1 + distractors + k
+    palette = np.asarray(PALETTE, dtype=np.float32)  # K, 3
+    table = np.concatenate(
+        [
+            np.broadcast_to(np.asarray(BACKGROUND, dtype=np.float32), (n, 1, 3)),
+            palette[spot_colours],  # n, D, 3
+            palette[mark_colours],  # n, 2, 3
+        ],
+        axis=1,
+    )  # n, 1 + D + 2, 3
+    images = table[np.arange(n)[:, None, None], objects]  # n, S, S, 3
+    images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))  # n, 3, S, S
+    if noise > 0:
+        images += rng.standard_normal(images.shape, dtype=np.float32) * np.float32(noise)
+    pixels = np.rint(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+    return LongRangeSamples(
+        images=torch.from_numpy(pixels),
+        labels=torch.from_numpy(labels.astype(np.int64)),
+        mark_positions=torch.from_numpy(marks),
+        mark_colours=torch.from_numpy(mark_colours.astype(np.int64)),
+        distractor_positions=torch.from_numpy(spots),
+        distractor_colours=torch.from_numpy(spot_colours.astype(np.int64)),
+        mark_size=mark_size,
+        distractor_size=distractor_size,
+    )
+
+
+def long_range_samples(
+    split: str,
+    *,
+    image_size: int = 32,
+    colours: int = 4,
+    mark_size: int = 3,
+    receptive_field: int = 21,
+    distractors: int = 2,
+    noise: float = 0.05,
+    distractor_size: int | None = None,
+    train_size: int = 8000,
+    val_size: int = 1000,
+    test_size: int = 2000,
+    seed: int = 0,
+) -> LongRangeSamples:
+    """The exact samples of one split of :func:`long_range`, with mark and distractor positions."""
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is not one of {list(SPLITS)}")
+    _check_int("seed", seed, 0)
+    sizes = {"train": train_size, "val": val_size, "test": test_size}
+    for name, size in sizes.items():
+        _check_int(f"{name}_size", size, 2 if name == "train" else 0)
+        if size % 2:
+            raise ValueError(f"{name}_size={size} must be even so that the two classes are exactly balanced")
+    rng = np.random.default_rng([seed, SPLITS.index(split)])  # independent stream per (seed, split)
+    return generate_long_range(
+        sizes[split],
+        rng,
+        image_size=image_size,
+        colours=colours,
+        mark_size=mark_size,
+        receptive_field=receptive_field,
+        distractors=distractors,
+        noise=noise,
+        distractor_size=distractor_size,
+    )
+
+
+def long_range(
+    image_size: int = 32,
+    colours: int = 4,
+    mark_size: int = 3,
+    receptive_field: int = 21,
+    distractors: int = 2,
+    noise: float = 0.05,
+    train_size: int = 8000,
+    val_size: int = 1000,
+    test_size: int = 2000,
+    seed: int = 0,
+    distractor_size: int | None = None,
+) -> ImageSplits:
+    """The "same colour?" long-range task as :class:`ImageSplits` (2 classes: different, same).
+
+    Args:
+        image_size: side S of the square images.
+        colours: K palette colours the marks use (2..8).
+        mark_size: side of the square marks.
+        receptive_field: no ``receptive_field`` x ``receptive_field`` window contains pixels of
+            both marks (21 = the Simple-CNN's). Requires ``image_size >= receptive_field +
+            2 * mark_size - 1``.
+        distractors: plus-shaped objects per image, random palette colours, label-independent.
+        noise: std of gaussian pixel noise, images in [0, 1].
+        train_size, val_size, test_size: samples per split, even (exactly balanced classes).
+        seed: base seed; each split draws from its own stream derived from ``(seed, split)``.
+        distractor_size: side of a distractor's box (default ``max(3, mark_size)``).
+    """
+    kwargs = dict(
+        image_size=image_size, colours=colours, mark_size=mark_size, receptive_field=receptive_field,
+        distractors=distractors, noise=noise, distractor_size=distractor_size, train_size=train_size,
+        val_size=val_size, test_size=test_size, seed=seed,
+    )
+    splits = {split: long_range_samples(split, **kwargs) for split in SPLITS}  # type: ignore[arg-type]
+    mean, std = channel_stats(splits["train"].images)
+    return ImageSplits(
+        name="long_range",
+        train=(splits["train"].images, splits["train"].labels),
+        val=(splits["val"].images, splits["val"].labels),
+        test=(splits["test"].images, splits["test"].labels),
+        num_classes=2,
+        mean=mean,
+        std=std,
+        classes=list(CLASSES),
+    )
