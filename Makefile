@@ -5,16 +5,21 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.aalib-installed
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench lab venv clean
 
-demo: $(STAMP)  ## the main job: the attention benchmark (prints a table, writes results/)
-	$(PY) -m aalib.bench attention
+demo: $(STAMP)  ## the main job: the long-range study (3 shallow models, papermill), then its report
+	$(PY) -m aalib sweep params/long_range --runs-dir runs/long_range
+	$(PY) -m aalib report runs/long_range
 
 test: $(STAMP)  ## the test suite (CPU, no network)
 	$(PY) -m pytest
 
-bench: $(STAMP)  ## every benchmark
+bench: $(STAMP)  ## every benchmark (tables printed, JSON in results/)
 	$(PY) -m aalib.bench attention
+	$(PY) -m aalib.bench train
+
+lab: $(STAMP)  ## JupyterLab from the project's environment (ipywidgets work)
+	$(VENV)/bin/jupyter lab --notebook-dir=.
 
 venv: $(STAMP)
 

@@ -1,19 +1,24 @@
 """Command line: ``python -m aalib COMMAND ...`` (also the ``aalib`` console script).
 
     python -m aalib train params/smoke.yaml
+    python -m aalib run params/long_range/simple_aacnn.yaml -p epochs 2     # through notebooks/train.ipynb
+    python -m aalib sweep params/long_range --runs-dir runs/long_range       # many; finished runs skipped
+    python -m aalib report runs/long_range                                   # tables, figures, HTML report
     python -m aalib train params/sound/cifar100_aa_wrn.yaml --set epochs=10 --set model_args.heads=4 --out runs/try
     torchrun --nproc_per_node 4 -m aalib train params/bello/cifar100_aa_wrn28_10.yaml
 
-Each command is a subparser registered in :data:`COMMANDS` (``name -> (add_arguments, run)``), so
-``run`` / ``sweep`` can be added beside ``train`` without touching the rest. A bad configuration
+Each command is a subparser registered in :data:`COMMANDS` (``name -> (help, add_arguments, run)``).
+A bad configuration
 exits with status 2 and one line on stderr, before anything is written; a run that stops on a
-non-finite loss exits with status 1.
+non-finite loss exits with status 1, and so does one whose output folder cannot be written (full
+disk, no permission: one line naming the file).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -33,28 +38,85 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: runs/<name>)")
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message on one line (a missing dataset's message lists the expected layout on several)."""
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from .config import ConfigError, load_config
-    from .train import train
+    from .train import OutputError, train
 
     try:
         config = load_config(args.config, overrides=args.overrides)
         summary = train(config, args.out)
     except ConfigError as exc:
-        print(f"aalib train: error: {exc}", file=sys.stderr)
+        print(f"aalib train: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:  # aalib.data.DatasetNotFoundError is one
-        print(f"aalib train: error: {exc}", file=sys.stderr)
+        print(f"aalib train: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except OutputError as exc:
+        print(f"aalib train: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("aalib train: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     return 0 if summary["status"] == "finished" else 1
 
 
+def _add_run_arguments(parser: argparse.ArgumentParser, *, many: bool) -> None:
+    if many:
+        parser.add_argument("params", type=Path, nargs="+", help="params YAML files, or folders of them")
+    else:
+        parser.add_argument("params", type=Path, help="params YAML file")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                        help="override a parameter (VALUE read as YAML; KEY may be dotted: model_args.heads); repeatable")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="runs go to RUNS_DIR/<name>/seed<k> (default: runs)")
+
+
+def _run_notebooks(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    from .runner import sweep
+
+    params = args.params if isinstance(args.params, list) else [args.params]
+    overrides = [f"{key}={value}" for key, value in args.parameter]
+    try:
+        outcome = sweep(params, overrides=overrides, runs_dir=args.runs_dir)
+    except ConfigError as exc:
+        print(f"aalib {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"aalib {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    for out_dir, status in outcome.items():
+        print(f"{status:>9}  {out_dir}")
+    return 0 if all(status == "finished" for status in outcome.values()) else 1
+
+
+def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs_dir", type=Path, help="folder holding run folders (any depth)")
+    parser.add_argument("--out", type=Path, default=None, help="report folder (default: RUNS_DIR/report)")
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from .runner import build_report
+
+    try:
+        result = build_report(args.runs_dir, args.out)
+    except FileNotFoundError as exc:
+        print(f"aalib report: error: {exc}", file=sys.stderr)
+        return 2
+    print(result["text"])
+    return 0
+
+
 # name -> (add its arguments to a subparser, run it and return the exit status)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "train": ("train one configuration (or resume it)", _add_train_arguments, _run_train),
+    "run": ("execute notebooks/train.ipynb for one params file, one folder per seed", partial(_add_run_arguments, many=False), _run_notebooks),
+    "sweep": ("run many params files (or folders); finished runs are skipped", partial(_add_run_arguments, many=True), _run_notebooks),
+    "report": ("build the report of a runs folder: tables, figures, executed notebook, HTML", _add_report_arguments, _run_report),
 }
 
 

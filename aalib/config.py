@@ -36,6 +36,7 @@ __all__ = [
     "config_from_dict",
     "load_config",
     "parse_override",
+    "read_params",
     "validate_config",
     "dataset_parameters",
     "RESUME_NEUTRAL_KEYS",
@@ -56,8 +57,8 @@ class TrainConfig:
     model_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of build_model
     dataset: str = "cifar100"  # registered dataset name (aalib.data.list_datasets())
     dataset_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of build_dataset
-    data_root: str = "data"  # dataset folder, passed as root= to datasets that take one (dataset_args.root wins)
-    download: bool = False  # fetch a missing dataset (passed as download=; dataset_args.download wins)
+    data_root: str = "data"  # dataset folder, passed as `root` to datasets that take one (dataset_args.root wins)
+    download: bool = False  # fetch a missing dataset (passed as `download`; dataset_args.download wins)
     # --- optimisation --------------------------------------------------------------------------
     epochs: int = 200  # passes over the training split
     batch_size: int = 128  # global batch (split evenly over DDP processes)
@@ -67,7 +68,7 @@ class TrainConfig:
     nesterov: bool = True  # Nesterov momentum (Z&K and the seed both use it)
     weight_decay: float = 5e-4  # L2 penalty through SGD's weight_decay (all parameters)
     schedule: str = "multistep"  # "cosine" (per step), "multistep" (per epoch) or "constant"
-    milestones: list[int] = field(default_factory=lambda: [60, 120, 160])  # multistep: epochs where lr *= gamma
+    milestones: list[int] = field(default_factory=lambda: [60, 120, 160])  # multistep: epochs where lr is multiplied by gamma
     gamma: float = 0.2  # multistep: factor applied at each milestone
     warmup_epochs: float = 0.0  # linear warm-up from lr/steps to lr over this many epochs (any schedule)
     label_smoothing: float = 0.0  # cross-entropy label smoothing (train and validation loss alike)
@@ -254,28 +255,31 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
     return raw
 
 
+def read_params(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The raw mapping of a YAML params file (None: empty) with ``overrides`` applied, unchecked."""
+    raw: Any = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from None
+        raw = _yaml_load(text, str(path))
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of config keys, got {type(raw).__name__}")
+    return apply_overrides(raw, overrides)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Read ``path`` (YAML; None for the defaults), apply ``overrides``, type-check and validate.
 
     Checks that need the registries (model and dataset names) are done too, so a returned config
     is one :func:`aalib.train.train` accepts.
     """
-    where = "config"
-    raw: Any = {}
-    if path is not None:
-        path = Path(path)
-        where = str(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"{where}: cannot read config file ({exc.strerror or exc})") from None
-        raw = _yaml_load(text, where)
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{where}: expected a mapping of config keys, got {type(raw).__name__}")
-    raw = apply_overrides(raw, overrides)
-    config = config_from_dict(raw, where)
+    where = "config" if path is None else str(path)
+    config = config_from_dict(read_params(path, overrides), where)
     validate_config(config, where)
     return config
 

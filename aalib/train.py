@@ -11,6 +11,14 @@ One run = one output folder holding
   all test images, the true denominator), parameter count, versions, device, git commit, config;
 * ``train.log``: the log a person reads.
 
+Faults (tracker issue #6, tests/test_reliability.py, RELIABILITY.md): every file is written
+atomically (:mod:`aalib.io`), so a kill at any moment leaves the previous ``last.pt`` loadable and
+running the same command again resumes from it (temporary files of an interrupted write are
+removed on the way); a write that fails (full disk, file size limit, no permission) raises
+:class:`OutputError` naming the file; a non-finite loss stops the run with status ``failed`` and
+the epoch and step in ``reason``; checkpoints load with ``weights_only=True`` and a corrupt,
+unsafe or foreign one is a one-line :class:`CheckpointError`.
+
 Losses are per-sample means on one scale for training and validation (the seed's defect 5);
 training loss and top-1 are measured on the augmented training batches, in train mode.
 
@@ -48,6 +56,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import platform
 import random
 import resource
@@ -68,11 +77,15 @@ from .io import atomic_write, write_json
 
 __all__ = [
     "METRIC_COLUMNS",
+    "CheckpointError",
     "NonFiniteLoss",
+    "OutputError",
     "build_criterion",
     "build_optimizer",
+    "build_model_for",
     "build_scheduler",
     "load_checkpoint",
+    "load_dataset",
     "lr_factor",
     "save_checkpoint",
     "train",
@@ -105,6 +118,33 @@ class NonFiniteLoss(RuntimeError):
         super().__init__(f"non-finite training loss ({value}) at epoch {epoch}, step {step}")
 
 
+class CheckpointError(ConfigError):
+    """A checkpoint file that cannot be used: corrupt, refused as unsafe, or not this run's model."""
+
+
+class OutputError(OSError):
+    """The output folder cannot be written (full disk, file size limit, no permission).
+
+    Every file goes through :func:`aalib.io.atomic_write`, so when this is raised no file is
+    half-written: each holds its previous complete version, or does not exist.
+    """
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn an OSError raised while writing ``path`` into an :class:`OutputError` naming it."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write {path}: {exc.strerror or exc}; the files already there are complete "
+            "(free space or fix the folder's permissions, then run the same command again to resume, "
+            "or choose another --out)"
+        ) from exc
+
+
 # --- small helpers ----------------------------------------------------------------------------
 
 
@@ -113,6 +153,8 @@ def _now() -> str:
 
 
 def write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
+    """``metrics.csv``: a header and one row per epoch of ``history``, written atomically."""
+
     def write(handle: io.TextIOBase) -> None:
         writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
         writer.writeheader()
@@ -123,13 +165,56 @@ def write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
 
 
 def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
-    """``torch.save`` to a temp file, fsync, os.replace (a crash leaves the previous file intact)."""
-    atomic_write(path, lambda h: torch.save(checkpoint, h), binary=True)
+    """``torch.save`` to a temp file, fsync, os.replace (a crash leaves the previous file intact).
+
+    A failed write (full disk, file size limit) raises the OSError itself: torch's zip writer
+    reports it as a RuntimeError ("unexpected pos ...") raised while handling the OSError.
+    """
+
+    def write(handle: io.BufferedWriter) -> None:
+        try:
+            torch.save(checkpoint, handle)
+        except RuntimeError as exc:
+            if isinstance(exc.__context__, OSError):
+                raise exc.__context__ from None
+            raise
+
+    atomic_write(path, write, binary=True)
 
 
 def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Load with ``weights_only=True``: checkpoints hold only tensors and plain Python types."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """Load with ``weights_only=True``: checkpoints hold only tensors and plain Python types.
+
+    Raises :class:`CheckpointError` (one line) for a file that is truncated or corrupt, that is
+    not a checkpoint dict, or whose pickle asks for anything else (code would run on loading);
+    a missing file stays FileNotFoundError.
+    """
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:
+        raise
+    except pickle.UnpicklingError as exc:
+        unsafe = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line]  # a global it will not import
+        if not unsafe:
+            raise CheckpointError(f"{path}: corrupt checkpoint file ({_first_line(exc)}); "
+                                  "delete it to start over, or use another --out") from None
+        raise CheckpointError(
+            f"{path}: refused to load: {unsafe[0]} (checkpoints are loaded with weights_only=True; "
+            "allowed: tensors, numbers, strings, lists, dicts)"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 (truncated zip, garbage bytes, empty file: all "corrupt")
+        raise CheckpointError(f"{path}: corrupt checkpoint file ({_first_line(exc)}); "
+                              "delete it to start over, or use another --out") from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path}: not an aalib checkpoint (holds a {type(checkpoint).__name__}, expected a dict)")
+    return checkpoint
+
+
+def _first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (the first sentence of a long one)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = text.split(". ")[0]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _git_commit() -> str | None:
@@ -322,11 +407,31 @@ def _stderr_logging(info: DistInfo) -> contextlib.AbstractContextManager:
     return _attach(handler)
 
 
+class _LogFile(logging.FileHandler):
+    """``train.log``; after a failed write (full disk) it stays silent instead of printing a
+    traceback for every record: the error that matters comes from the results files' writes."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, encoding="utf-8")
+        self.broken = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.broken:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        if isinstance(sys.exc_info()[1], OSError):
+            self.broken = True
+        else:  # pragma: no cover
+            super().handleError(record)
+
+
 def _file_logging(out_dir: Path, info: DistInfo) -> contextlib.AbstractContextManager:
     """<out_dir>/train.log, appended to across resumes, written by rank 0."""
     if not info.is_main:
         return contextlib.nullcontext()
-    return _attach(logging.FileHandler(out_dir / "train.log", encoding="utf-8"))
+    with _writing(out_dir / "train.log"):
+        return _attach(_LogFile(out_dir / "train.log"))
 
 
 def _show_progress(config: TrainConfig, info: DistInfo) -> bool:
@@ -414,28 +519,37 @@ def _dataset_kwargs(config: TrainConfig) -> dict[str, Any]:
     return kwargs
 
 
-def _load_data(config: TrainConfig) -> Any:
-    """The dataset's splits; argument errors become ConfigError (missing files stay FileNotFoundError)."""
+def load_dataset(config: TrainConfig) -> Any:
+    """The dataset's splits; bad arguments, corrupt or truncated files, wrong checksums, hostile
+    archives and pickles become ConfigError (missing files stay FileNotFoundError)."""
     from .data import build_dataset
 
     try:
         return build_dataset(config.dataset, **_dataset_kwargs(config))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, pickle.UnpicklingError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"dataset {config.dataset!r}: {message}") from None
 
 
-def _build_model(config: TrainConfig, num_classes: int | None) -> nn.Module:
-    from .models import build_model
+def build_model_for(config: TrainConfig, num_classes: int | None, image_shape: tuple[int, int, int] | None = None) -> nn.Module:
+    """The config's model; with ``image_shape`` (C, H, W) the inputs are first checked to be no
+    smaller than any kernel they reach (:func:`aalib.models.check_input_size`)."""
+    from .models import build_model, check_input_size
 
     kwargs = dict(config.model_args)
     if num_classes is not None:
         kwargs.setdefault("num_classes", num_classes)
     try:
-        return build_model(config.model, **kwargs)
+        model = build_model(config.model, **kwargs)
     except (TypeError, ValueError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"model_args for {config.model!r} rejected: {message}") from None
+    if image_shape is not None:
+        try:
+            check_input_size(config.model, image_shape, **kwargs)
+        except ValueError as exc:
+            raise ConfigError(f"dataset {config.dataset!r}: {exc}") from None
+    return model
 
 
 def _loaders(config: TrainConfig, splits: Any, device: torch.device, info: DistInfo) -> dict[str, Any]:
@@ -518,7 +632,10 @@ def train(config: TrainConfig, out_dir: str | Path | None = None) -> dict[str, A
     ``out_dir`` defaults to ``runs/<config.name>``. With ``config.seeds`` each seed runs into
     ``<out_dir>/seed<k>`` and the result is ``{"status": ..., "runs": {"seed<k>": summary}}``
     (status "finished" only if every run finished). Raises :class:`ConfigError` for a bad config,
-    a checkpoint from another configuration or a missing dataset, before writing anything.
+    a bad dataset, inputs smaller than the model's kernels, or a checkpoint that is corrupt, unsafe
+    or from another configuration (:class:`CheckpointError`), and FileNotFoundError for a missing
+    dataset, all before writing anything; :class:`OutputError` when the output folder cannot be
+    written (full disk, no permission), leaving every file there complete.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -548,6 +665,32 @@ def train(config: TrainConfig, out_dir: str | Path | None = None) -> dict[str, A
             dist.destroy_process_group()
 
 
+_RESUME_KEYS = ("format", "model", "optimizer", "scheduler", "epoch", "rng", "config", "history")
+_WRITTEN = ("last.pt", "best.pt", "summary.json", "metrics.csv")  # what the trainer writes atomically
+
+
+def _load_state(path: Path, what: str, module: Any, state: Any) -> None:
+    """``module.load_state_dict(state)``, a mismatch reported as one line naming a few keys."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        if what == "model":
+            own, theirs = module.state_dict(), state
+            missing = [k for k in own if k not in theirs]
+            unexpected = [k for k in theirs if k not in own]
+            shapes = [f"{k} {tuple(theirs[k].shape)} vs {tuple(own[k].shape)}" for k in own
+                      if k in theirs and hasattr(theirs[k], "shape") and theirs[k].shape != own[k].shape]
+            detail = "; ".join(f"{label}: {len(keys)} (e.g. {', '.join(keys[:2])})"
+                               for label, keys in (("missing", missing), ("unexpected", unexpected),
+                                                   ("shape differs (checkpoint vs model)", shapes)) if keys)
+        else:
+            detail = _first_line(exc)
+        raise CheckpointError(
+            f"{path} holds a {what} state of another model configuration ({detail or _first_line(exc)}); "
+            "use another --out, or delete the folder to start over"
+        ) from None
+
+
 def _train_one(config: TrainConfig, out_dir: Path, info: DistInfo) -> dict[str, Any]:
     device = resolve_device(config.device, info)
     config_dict = dataclasses.asdict(config)
@@ -557,6 +700,13 @@ def _train_one(config: TrainConfig, out_dir: Path, info: DistInfo) -> dict[str, 
     checkpoint = None
     if last_path.exists():
         checkpoint = load_checkpoint(last_path, map_location="cpu")
+        lacking = [key for key in _RESUME_KEYS if key not in checkpoint]
+        if lacking:
+            raise CheckpointError(f"{last_path}: not a resumable aalib checkpoint (lacks {', '.join(lacking)}); "
+                                  "use another --out, or delete the folder to start over")
+        if checkpoint["format"] != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{last_path}: checkpoint format {checkpoint['format']!r}, this version reads "
+                                  f"{CHECKPOINT_FORMAT}; use another --out")
         differ = config_diff(checkpoint["config"], config_dict)
         if differ:
             raise ConfigError(
@@ -573,13 +723,18 @@ def _train_one(config: TrainConfig, out_dir: Path, info: DistInfo) -> dict[str, 
 
     # 2. Data (it gives num_classes), model, loaders, optimizer: errors here still precede any write.
     seed_everything(config.seed)
-    splits = _load_data(config)
-    model = _build_model(config, splits.num_classes)
+    splits = load_dataset(config)
+    model = build_model_for(config, splits.num_classes, tuple(splits.train[0].shape[1:]))
     parameters = sum(p.numel() for p in model.parameters())
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    loaders = _loaders(config, splits, device, info)
+    try:
+        loaders = _loaders(config, splits, device, info)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # e.g. crop_padding >= the image side
+        raise ConfigError(f"dataset {config.dataset!r}: {str(exc).splitlines()[0]}") from None
     steps_per_epoch = len(loaders["train"])
     if steps_per_epoch == 0:
         raise ConfigError(f"the training split of {config.dataset!r} is empty")
@@ -591,9 +746,9 @@ def _train_one(config: TrainConfig, out_dir: Path, info: DistInfo) -> dict[str, 
     start_epoch = 1
     best_top1 = -math.inf
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
+        _load_state(last_path, "model", model, checkpoint["model"])
+        _load_state(last_path, "optimizer", optimizer, checkpoint["optimizer"])
+        _load_state(last_path, "scheduler", scheduler, checkpoint["scheduler"])
         history = list(checkpoint["history"])
         start_epoch = checkpoint["epoch"] + 1
         best_top1 = checkpoint.get("best_val_top1", -math.inf)
@@ -603,8 +758,11 @@ def _train_one(config: TrainConfig, out_dir: Path, info: DistInfo) -> dict[str, 
 
     summary = _summary_skeleton(config, device, info, parameters)
     summary["split_sizes"] = {split: len(getattr(splits, split)[1]) for split in ("train", "val", "test")}
+    summary["num_classes"] = splits.num_classes  # with the config, enough to rebuild the model (aalib.runs)
     if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        with _writing(out_dir):
+            out_dir.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(out_dir)
         if summary_path.exists() and checkpoint is not None:
             with contextlib.suppress(ValueError, KeyError):
                 summary["started"] = json.loads(summary_path.read_text())["started"]
@@ -615,6 +773,15 @@ def _train_one(config: TrainConfig, out_dir: Path, info: DistInfo) -> dict[str, 
             config, out_dir, info, device, model, loaders, optimizer, scheduler, criterion,
             history, start_epoch, best_top1, summary, steps_per_epoch, checkpoint,
         )
+
+
+def _remove_stale_temporaries(out_dir: Path) -> None:
+    """Delete the temporary files of writes that a kill interrupted (:func:`aalib.io.atomic_write`
+    names them ``.<file>.<random>.tmp``); the files they were to replace are intact."""
+    for name in _WRITTEN:
+        for stale in out_dir.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+            log.warning("removed %s, left by an interrupted write", stale.name)
 
 
 def _run(
@@ -647,10 +814,12 @@ def _run(
             rows = [r for r in history if r.get("val_top1") is not None and not math.isnan(r["val_top1"])]
             summary["best"] = max(rows, key=lambda r: r["val_top1"]) if rows else history[-1]
         if main:
-            write_json(summary_path, summary)
+            with _writing(summary_path):
+                write_json(summary_path, summary)
 
     if main:
-        write_metrics_csv(metrics_path, history)  # rebuilt from the checkpoint: no duplicate rows
+        with _writing(metrics_path):
+            write_metrics_csv(metrics_path, history)  # rebuilt from the checkpoint: no duplicate rows
     publish()
     if checkpoint is not None:
         log.info("resuming %s from epoch %d of %d", out_dir, start_epoch - 1, config.epochs)
@@ -685,26 +854,29 @@ def _run(
             if main:
                 # best.pt before last.pt: a run killed in between redoes this epoch, rewriting both.
                 if improved:
-                    save_checkpoint(best_path, {
+                    with _writing(best_path):
+                        save_checkpoint(best_path, {
+                            "format": CHECKPOINT_FORMAT,
+                            "model": model.state_dict(),
+                            "epoch": epoch,
+                            "config": dataclasses.asdict(config),
+                            "metrics": row,
+                        })
+                with _writing(last_path):
+                    save_checkpoint(last_path, {
                         "format": CHECKPOINT_FORMAT,
                         "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
                         "epoch": epoch,
+                        "step": epoch * steps_per_epoch,
+                        "rng": rng_state(),
                         "config": dataclasses.asdict(config),
-                        "metrics": row,
+                        "history": history,
+                        "best_val_top1": best_top1,
                     })
-                save_checkpoint(last_path, {
-                    "format": CHECKPOINT_FORMAT,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "epoch": epoch,
-                    "step": epoch * steps_per_epoch,
-                    "rng": rng_state(),
-                    "config": dataclasses.asdict(config),
-                    "history": history,
-                    "best_val_top1": best_top1,
-                })
-                write_metrics_csv(metrics_path, history)
+                with _writing(metrics_path):
+                    write_metrics_csv(metrics_path, history)
             publish()  # every rank keeps the summary (best epoch decides the test_best pass); rank 0 writes it
             log.info(
                 "epoch %d/%d  lr %.4g  train loss %.4f top-1 %.2f%%  val loss %.4f top-1 %.2f%% top-5 %.2f%%  "
@@ -736,7 +908,8 @@ def _run(
         publish(status="failed", reason=str(exc))
         return summary
     except BaseException as exc:
-        publish(status="failed", reason=f"{type(exc).__name__}: {exc}".strip(": "))
+        with contextlib.suppress(OSError):  # on a full disk this may fail too; the original error matters
+            publish(status="failed", reason=f"{type(exc).__name__}: {exc}".strip(": "))
         raise
 
 

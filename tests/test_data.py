@@ -24,6 +24,7 @@ from aalib.data import (
     DeviceLoader,
     ImageSplits,
     UnsafePickleError,
+    additive_ceiling,
     build_dataset,
     cifar100,
     download_file,
@@ -677,3 +678,19 @@ def test_safe_extract_rejects_non_archives(tmp_path: Path) -> None:
     path.write_text("hello")
     with pytest.raises(ValueError, match="neither a zip nor a tar"):
         safe_extract(path, tmp_path / "target")
+
+
+@pytest.mark.parametrize("colours, ceiling", [(2, 0.75), (3, 2 / 3), (4, 2 / 3), (6, 0.65), (8, 0.5 * (0.5 + 1 - 12 / 56))])
+def test_additive_ceiling_is_the_best_score_threshold(colours: int, ceiling: float) -> None:
+    """No rule 'same iff s(a) + s(b) > t' (or < t) beats the ceiling: random real scores s."""
+    assert additive_ceiling(colours) == pytest.approx(ceiling)
+    rng = np.random.default_rng(0)
+    pairs = [(a, b) for a in range(colours) for b in range(colours) if a != b]
+    best = 0.0
+    for _ in range(300):
+        s = rng.normal(size=colours)
+        same, diff = 2 * s, np.array([s[a] + s[b] for a, b in pairs])
+        for t in np.concatenate([same, diff]) + 1e-9:
+            for sign in (1, -1):
+                best = max(best, 0.5 * (sign * same > sign * t).mean() + 0.5 * (sign * diff <= sign * t).mean())
+    assert best <= additive_ceiling(colours) + 1e-12

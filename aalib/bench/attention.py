@@ -10,6 +10,10 @@ fresh subprocess so that its peak memory is its own: on the CPU the rise of the 
 resident memory over the forward + backward passes, on CUDA ``torch.cuda.max_memory_allocated``
 minus the memory held before them. Time is the median of ``--repeats`` runs after a warm-up.
 Compare the rows of one run with each other (ratios); absolute times depend on the machine.
+
+Library use (``aalib.complexity`` sweeps other settings): :func:`sweep` measures a plan of
+(variant, size) cases with any batch / channels / dk / dv / heads and returns rows in the layout
+of the JSON file's ``"rows"``; :func:`run_in_subprocess` runs one :class:`Case`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -33,7 +38,12 @@ from aalib.attention import attention_weights
 from aalib.io import write_json
 from aalib.layers import AugmentedConv2d
 
-BATCH, CHANNELS, DK, DV, HEADS = 8, 64, 32, 32, 4
+__all__ = ["BATCH", "CHANNELS", "DK", "DV", "HEADS", "IMPLS", "VARIANTS", "Case", "NaiveAugmentedConv2d",
+           "naive_map_bytes", "run_case", "run_in_subprocess", "case_env", "sweep_plan", "sweep", "machine_info", "main"]
+
+BATCH, CHANNELS, DK, DV, HEADS = 8, 64, 32, 32, 4  # the issue #3 setting (the CLI's)
+IMPLS: tuple[str, ...] = ("ours", "naive")
+DEFAULT_MALLOC = "glibc.malloc.hugetlb=1"
 # AA-conv (softmax) with and without relative logits, and LAA-conv (linear, sine-cosine positions).
 VARIANTS: dict[str, dict] = {
     "AA relative": {"attention": "softmax", "position": "relative"},
@@ -51,17 +61,24 @@ class NaiveAugmentedConv2d(AugmentedConv2d):
 
 @dataclass
 class Case:
+    """One measurement: a variant of :data:`VARIANTS` at ``size x size``, ``channels -> channels``."""
+
     variant: str
     impl: str  # "ours" or "naive"
     size: int
     device: str
     repeats: int
+    batch: int = BATCH
+    channels: int = CHANNELS
+    dk: int = DK
+    dv: int = DV
+    heads: int = HEADS
 
 
-def _naive_bytes(size: int) -> int:
-    """Bytes of one fp32 (B, heads, N, N) tensor: the unit of the naive layer's memory."""
+def naive_map_bytes(size: int, batch: int = BATCH, heads: int = HEADS) -> int:
+    """Bytes of one fp32 (B, heads, N, N) tensor at ``size x size``: the unit of the naive layer's memory."""
     n = size * size
-    return BATCH * HEADS * n * n * 4
+    return batch * heads * n * n * 4
 
 
 def _status_kib(field: str) -> int:
@@ -97,8 +114,9 @@ def run_case(case: Case) -> dict:
     torch.manual_seed(0)
     device = torch.device(case.device)
     cls = AugmentedConv2d if case.impl == "ours" else NaiveAugmentedConv2d
-    layer = cls(CHANNELS, CHANNELS, 3, dk=DK, dv=DV, heads=HEADS, extent=case.size, **VARIANTS[case.variant]).to(device)
-    x = torch.randn(BATCH, CHANNELS, case.size, case.size, device=device, requires_grad=True)
+    layer = cls(case.channels, case.channels, 3, dk=case.dk, dv=case.dv, heads=case.heads, extent=case.size,
+                **VARIANTS[case.variant]).to(device)
+    x = torch.randn(case.batch, case.channels, case.size, case.size, device=device, requires_grad=True)
 
     def step() -> None:
         layer(x).sum().backward()
@@ -130,8 +148,23 @@ def run_case(case: Case) -> dict:
     return {"ms": 1000 * statistics.median(times), "peak_mib": peak / 2**20, "runs": len(times)}
 
 
-def _run_in_subprocess(case: Case, timeout: float, env: dict[str, str]) -> dict:
+def case_env(malloc: str = DEFAULT_MALLOC) -> dict[str, str]:
+    """Environment of the case processes: this one's, plus ``GLIBC_TUNABLES=malloc`` on Linux
+    unless it is set already or ``malloc`` is ''."""
+    env = dict(os.environ)
+    if malloc and sys.platform.startswith("linux") and "GLIBC_TUNABLES" not in env:
+        env["GLIBC_TUNABLES"] = malloc
+    return env
+
+
+def run_in_subprocess(case: Case, timeout: float = 600.0, env: dict[str, str] | None = None) -> dict:
+    """:func:`run_case` in a fresh Python process, so that the peak memory is the case's own.
+
+    Returns its ``{"ms", "peak_mib", "runs"}``, or ``{"error": message}`` when the process failed
+    (out of memory, an exception) or ran past ``timeout`` seconds.
+    """
     cmd = [sys.executable, "-m", "aalib.bench.attention", "--case", json.dumps(asdict(case))]
+    env = case_env() if env is None else env
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
@@ -142,7 +175,69 @@ def _run_in_subprocess(case: Case, timeout: float, env: dict[str, str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _machine() -> dict:
+def sweep_plan(
+    sizes: Sequence[int], linear_sizes: Sequence[int], variants: Sequence[str] | None = None
+) -> list[tuple[str, int]]:
+    """The (variant, size) cases of a sweep: ``sizes`` for softmax variants, ``linear_sizes`` for
+    linear ones, in :data:`VARIANTS` order (``variants`` selects among them)."""
+    variants = list(VARIANTS) if variants is None else list(variants)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    return [(variant, size) for variant in VARIANTS if variant in variants
+            for size in (linear_sizes if VARIANTS[variant]["attention"] == "linear" else sizes)]
+
+
+def sweep(
+    sizes: Sequence[int],
+    linear_sizes: Sequence[int],
+    *,
+    variants: Sequence[str] | None = None,
+    impls: Sequence[str] = IMPLS,
+    device: str = "cpu",
+    repeats: int = 3,
+    batch: int = BATCH,
+    channels: int = CHANNELS,
+    dk: int = DK,
+    dv: int = DV,
+    heads: int = HEADS,
+    naive_max_gib: float = 3.0,
+    timeout: float = 600.0,
+    env: dict[str, str] | None = None,
+    on_case: Callable[[str, int, str, dict], None] | None = None,
+) -> list[dict]:
+    """Measure every case of :func:`sweep_plan`, each implementation in its own subprocess.
+
+    Returns one row per (variant, size): ``{"variant", "size", impl: result, ...}`` where a result
+    is ``{"ms", "peak_mib", "runs"}``, ``{"error": ...}`` or ``{"skipped": ...}`` (a naive case
+    whose single ``(B, heads, N, N)`` fp32 map exceeds ``naive_max_gib``). ``on_case(variant,
+    size, impl, result)`` is called after each case (progress). ``env`` defaults to :func:`case_env`.
+    """
+    if repeats < 1 or any(s < 1 for s in list(sizes) + list(linear_sizes)):
+        raise ValueError(f"repeats and sizes must be positive, got repeats={repeats}, sizes={sizes}, "
+                         f"linear_sizes={linear_sizes}")
+    if not impls or any(impl not in IMPLS for impl in impls):
+        raise ValueError(f"impls must be a non-empty subset of {IMPLS}, got {impls!r}")
+    if dk % heads or dv % heads or dv > channels:
+        raise ValueError(f"heads={heads} must divide dk={dk} and dv={dv}, and dv <= channels={channels}")
+    env = case_env() if env is None else env
+    rows = []
+    for variant, size in sweep_plan(sizes, linear_sizes, variants):
+        row: dict = {"variant": variant, "size": size}
+        for impl in impls:
+            if impl == "naive" and naive_map_bytes(size, batch, heads) > naive_max_gib * 2**30:
+                row[impl] = {"skipped": f"one N x N map is {naive_map_bytes(size, batch, heads) / 2**30:.0f} GiB"}
+                continue
+            case = Case(variant, impl, size, device, repeats, batch, channels, dk, dv, heads)
+            row[impl] = run_in_subprocess(case, timeout, env)
+            if on_case is not None:
+                on_case(variant, size, impl, row[impl])
+        rows.append(row)
+    return rows
+
+
+def machine_info() -> dict:
+    """torch and Python versions, CPU, threads and GPU name: the ``"machine"`` of a results file."""
     info = {
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -201,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-max-gib", type=float, default=3.0,
                         help="skip naive cases whose single N x N map exceeds this many GiB (they need several)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per case")
-    parser.add_argument("--malloc", default="glibc.malloc.hugetlb=1",
+    parser.add_argument("--malloc", default=DEFAULT_MALLOC,
                         help="GLIBC_TUNABLES for the case processes ('' for the machine's default). Huge pages "
                              "for large CPU tensors cut page faults, which otherwise dominate big maps on some VMs")
     parser.add_argument("--out", type=Path, default=Path("results/bench_attention.json"), help="JSON results file")
@@ -213,23 +308,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1 or any(s < 1 for s in args.sizes + args.linear_sizes):
         parser.error("--repeats and sizes must be positive")
 
-    env = dict(os.environ)
-    if args.malloc and sys.platform.startswith("linux") and "GLIBC_TUNABLES" not in env:
-        env["GLIBC_TUNABLES"] = args.malloc
-    rows = []
-    plan = [(variant, size) for variant in VARIANTS
-            for size in (args.linear_sizes if VARIANTS[variant]["attention"] == "linear" else args.sizes)]
+    env = case_env(args.malloc)
     print(f"attention benchmark on {args.device}: batch {BATCH}, {CHANNELS} channels, dk=dv={DK}, {HEADS} heads, "
           f"forward+backward, median of {args.repeats}", flush=True)
-    for variant, size in plan:
-        row = {"variant": variant, "size": size}
-        for impl in ("ours", "naive"):
-            if impl == "naive" and _naive_bytes(size) > args.naive_max_gib * 2**30:
-                row[impl] = {"skipped": f"one N x N map is {_naive_bytes(size) / 2**30:.0f} GiB"}
-                continue
-            row[impl] = _run_in_subprocess(Case(variant, impl, size, args.device, args.repeats), args.timeout, env)
-            print(f"  {variant:<12} {size:>4}^2 {impl:<5} {row[impl]}", flush=True)
-        rows.append(row)
+
+    def report(variant: str, size: int, impl: str, result: dict) -> None:
+        print(f"  {variant:<12} {size:>4}^2 {impl:<5} {result}", flush=True)
+
+    rows = sweep(args.sizes, args.linear_sizes, device=args.device, repeats=args.repeats,
+                 naive_max_gib=args.naive_max_gib, timeout=args.timeout, env=env, on_case=report)
     table = _table(rows)
     checks = _targets(rows)
     print()
@@ -241,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m aalib.bench attention " + " ".join(argv if argv is not None else sys.argv[1:]),
         "setting": {"batch": BATCH, "channels": CHANNELS, "dk": DK, "dv": DV, "heads": HEADS, "kernel_size": 3,
                     "device": args.device, "repeats": args.repeats, "GLIBC_TUNABLES": env.get("GLIBC_TUNABLES", "")},
-        "machine": _machine(),
+        "machine": machine_info(),
         "rows": rows,
         "targets": checks,
         "table": table,

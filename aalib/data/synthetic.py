@@ -4,13 +4,16 @@ Tracker issue #4, section 2: the label is a relation between two marks placed fa
 the Simple-CNN's receptive field (21 px, see STUDY_NOTES section 2). Here: "are the two square
 marks the same colour?" (label 1 = same, 0 = different), with ``colours`` = K palette colours.
 
-Why a local network stays at chance. With global average pooling and a linear head, the logit
+Why a local network cannot solve it. With global average pooling and a linear head, the logit
 difference is a sum over locations of features that each see at most one mark (no
 ``receptive_field`` x ``receptive_field`` window holds pixels of both marks), so it has the form
 ``s(a) + s(b) + (terms independent of the label)`` for mark colours ``a``, ``b``. Same pairs give
 ``2 s(a)`` and different pairs ``s(a) + s(b)``, the midpoint of two same-pair values, so no
-threshold separates them (the XOR argument of Minsky & Papert, "Perceptrons", 1969). A layer
-that attends across the whole image can compare the two marks directly.
+threshold separates them (the XOR argument of Minsky & Papert, "Perceptrons", 1969). Such a
+model is not held at exactly 50 %, though: "both marks among a subset S of the colours" is
+additive and wins on more pairs than it loses. :func:`additive_ceiling` gives the best accuracy
+any additive model can reach (2/3 with 4 colours); a layer that attends across the whole image
+can compare the two marks directly and reach 100 %.
 
 Construction, per sample:
 
@@ -47,6 +50,7 @@ __all__ = [
     "generate_long_range",
     "long_range",
     "long_range_samples",
+    "additive_ceiling",
     "min_image_size",
 ]
 
@@ -67,6 +71,19 @@ BACKGROUND = (0.3, 0.3, 0.3)
 _MARGIN = 1  # background pixels kept between any two objects, so shapes never merge
 _PLACEMENT_TRIES = 200
 _MAX_DRAW = 1 << 22
+
+
+def additive_ceiling(colours: int) -> float:
+    """Best test accuracy of a rule ``same iff s(a) + s(b) > t`` on balanced same/different pairs.
+
+    The rule "both colours in a subset S of size m" (s = indicator of S, t = 1.5) is right on a
+    fraction ``m / K`` of same pairs and ``1 - m (m - 1) / (K (K - 1))`` of different pairs; the
+    best m gives the ceiling (0.75 for K = 2, 2/3 for K = 3 and 4, tending to 0.625). No real-valued
+    score does better (checked by random search in tests/test_data.py).
+    """
+    _check_int("colours", colours, 2)
+    k = colours
+    return max(0.5 * (m / k + 1 - m * (m - 1) / (k * (k - 1))) for m in range(1, k + 1))
 
 
 @dataclass(frozen=True)

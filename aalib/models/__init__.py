@@ -11,7 +11,15 @@ Bello et al. 2019), ``seed_wrn`` and ``seed_simple_cnn`` (the reproduced study's
 Every model maps (B, 3, H, W) to (B, num_classes) at any H x W.
 """
 
-from ._registry import attention_layers, build_model, count_parameters, list_models, model_arguments, register_model
+from ._registry import (
+    attention_layers,
+    build_model,
+    check_input_size,
+    count_parameters,
+    list_models,
+    model_arguments,
+    register_model,
+)
 from .seed import SimpleCNN, seed_simple_cnn, seed_wrn
 from .wrn import PreActBasicBlock, WideResNet, wrn
 
@@ -22,6 +30,7 @@ __all__ = [
     "model_arguments",
     "attention_layers",
     "count_parameters",
+    "check_input_size",
     "WideResNet",
     "PreActBasicBlock",
     "SimpleCNN",

@@ -8,13 +8,23 @@ registry can tell a misspelt option from a real one before anything is built.
 from __future__ import annotations
 
 import inspect
+from functools import partial
 from typing import Any, Callable
 
+import torch
 from torch import nn
 
 from ..layers import AugmentedConv2d
 
-__all__ = ["register_model", "build_model", "list_models", "model_arguments", "attention_layers", "count_parameters"]
+__all__ = [
+    "register_model",
+    "build_model",
+    "list_models",
+    "model_arguments",
+    "attention_layers",
+    "count_parameters",
+    "check_input_size",
+]
 
 ModelBuilder = Callable[..., nn.Module]
 
@@ -63,6 +73,60 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
             f"model {name!r} got unknown argument(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}"
         )
     return _MODELS[name](**kwargs)
+
+
+_MAX_SIDE = 1 << 14  # the search for the smallest usable input stops here
+
+
+def _kernel_problem(model: nn.Module, channels: int, height: int, width: int) -> str | None:
+    """The first layer whose kernel is larger than its input map for a (1, C, H, W) input, or None."""
+    found: list[str] = []
+
+    def check(name: str, module: nn.Module, args: tuple[Any, ...]) -> None:
+        kernel = module.kernel_size if isinstance(module.kernel_size, tuple) else (module.kernel_size,) * 2
+        size = tuple(args[0].shape[-2:])
+        if not found and (size[0] < kernel[0] or size[1] < kernel[1]):
+            found.append(f"layer '{name}' ({kernel[0]}x{kernel[1]} kernel) would see a {size[0]}x{size[1]} map")
+
+    kernels = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
+    handles = [module.register_forward_pre_hook(partial(check, name)) for name, module in model.named_modules()
+               if isinstance(module, kernels)]
+    try:
+        with torch.no_grad():
+            model(torch.empty(1, channels, height, width, device="meta"))
+    except RuntimeError as exc:  # e.g. a pooling whose output would be empty
+        found.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found[0] if found else None
+
+
+def check_input_size(name: str, shape: tuple[int, int, int], **kwargs: Any) -> None:
+    """Raise ValueError if model ``name`` would apply a kernel to a feature map smaller than it.
+
+    The models pad their convolutions ('same'), so they run at any size, but a 3x3 kernel on a
+    1x1 or 2x2 map sees mostly padding: the input is too small for the architecture's strides.
+    ``shape`` is one input image's (C, H, W). The model is built and run on the meta device (no
+    memory, no arithmetic); the message names the first such layer and the smallest square input
+    without one.
+    """
+    channels, height, width = shape
+    with torch.device("meta"):
+        model = build_model(name, **kwargs).eval()
+    problem = _kernel_problem(model, channels, height, width)
+    if problem is None:
+        return
+    low, high = max(height, width), max(height, width) * 2
+    while high < _MAX_SIDE and _kernel_problem(model, channels, high, high) is not None:
+        low, high = high, high * 2
+    while high - low > 1:  # invariant: low fails, high works (map sizes grow with the input)
+        middle = (low + high) // 2
+        low, high = (middle, high) if _kernel_problem(model, channels, middle, middle) else (low, middle)
+    raise ValueError(
+        f"{height}x{width} inputs are too small for model {name!r}: {problem}; "
+        f"allowed: inputs of at least {high}x{high} (or a model with fewer strided stages)"
+    )
 
 
 def attention_layers(model: nn.Module) -> list[tuple[str, AugmentedConv2d]]:

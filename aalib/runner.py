@@ -1,0 +1,171 @@
+"""Run experiments through papermill: ``aalib run`` and ``aalib sweep``.
+
+Each run executes ``notebooks/train.ipynb`` with a params file's keys as the notebook's
+parameters, into ``<runs_dir>/<name>/seed<k>/``: the executed notebook, the effective
+``params.yaml``, and what the trainer writes there (``metrics.csv``, ``summary.json``,
+checkpoints, ``train.log``, the learning-curve figure). A finished run is skipped; an interrupted
+one resumes from its last checkpoint, because the trainer does when pointed at the same folder.
+The same run works without this module:
+``papermill notebooks/train.ipynb OUT.ipynb -f params/x.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import yaml
+
+from .config import ConfigError, TrainConfig, config_from_dict, read_params, validate_config
+from .io import atomic_write
+
+__all__ = ["NOTEBOOKS", "RunPlan", "config_from_parameters", "expand_params", "plan_runs", "execute_run", "sweep"]
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+TRAIN_NOTEBOOK = NOTEBOOKS / "train.ipynb"
+CONFIG_KEYS: tuple[str, ...] = tuple(f.name for f in fields(TrainConfig))
+
+
+def config_from_parameters(namespace: dict[str, Any], where: str = "notebook parameters") -> TrainConfig:
+    """The notebook's side: a validated TrainConfig from its parameter variables (extra names ignored)."""
+    config = config_from_dict({key: namespace[key] for key in CONFIG_KEYS if key in namespace}, where)
+    validate_config(config, where)
+    return config
+
+
+class RunPlan:
+    """One notebook execution: the parameters it gets and the folder it writes."""
+
+    def __init__(self, params_file: Path, parameters: dict[str, Any], out_dir: Path) -> None:
+        self.params_file = params_file
+        self.parameters = parameters
+        self.out_dir = out_dir
+
+    @property
+    def status(self) -> str:
+        """'finished', 'failed', 'running' (interrupted: will resume) or 'new'."""
+        summary = self.out_dir / "summary.json"
+        if not summary.is_file():
+            return "new"
+        try:
+            return json.loads(summary.read_text()).get("status", "new")
+        except ValueError:
+            return "new"
+
+    def __repr__(self) -> str:
+        return f"RunPlan({self.params_file} -> {self.out_dir}, {self.status})"
+
+
+def expand_params(paths: Iterable[str | Path]) -> list[Path]:
+    """Params files named directly, or every ``*.yaml`` under a named folder (sorted)."""
+    files: list[Path] = []
+    for entry in map(Path, paths):
+        if entry.is_dir():
+            found = sorted(entry.rglob("*.yaml"))
+            if not found:
+                raise ConfigError(f"{entry}: no *.yaml params files in this folder")
+            files.extend(found)
+        elif entry.is_file():
+            files.append(entry)
+        else:
+            raise ConfigError(f"{entry}: no such params file or folder")
+    return files
+
+
+def plan_runs(params_file: str | Path, *, overrides: list[str] = (), runs_dir: str | Path = "runs") -> list[RunPlan]:
+    """The executions one params file asks for: one per seed, into ``runs_dir/<name>/seed<k>``."""
+    params_file = Path(params_file)
+    raw = read_params(params_file, list(overrides))
+    config = config_from_dict(raw, str(params_file))
+    validate_config(config, str(params_file))
+    plans = []
+    for seed in config.seeds or [config.seed]:
+        out_dir = Path(runs_dir) / config.name / f"seed{seed}"
+        parameters = {**raw, "seed": seed, "seeds": None, "out_dir": str(out_dir)}
+        plans.append(RunPlan(params_file, parameters, out_dir))
+    return plans
+
+
+def execute_run(plan: RunPlan, *, notebook: Path = TRAIN_NOTEBOOK, log: Callable[[str], None] = print) -> str:
+    """Execute the training notebook for one plan (skipped when finished); returns the final status."""
+    import papermill
+
+    if plan.status == "finished":
+        log(f"{plan.out_dir}: finished, skipped")
+        return "finished"
+    if not notebook.is_file():
+        raise FileNotFoundError(f"training notebook not found: {notebook} (aalib runs from a source checkout)")
+    log(f"{plan.out_dir}: {'resuming' if plan.status != 'new' else 'starting'} ({plan.params_file})")
+    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(plan.out_dir / "params.yaml", lambda h: yaml.safe_dump(plan.parameters, h, sort_keys=False))
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(plan.out_dir / "train.ipynb"),
+            parameters=plan.parameters,
+            kernel_name="python3",
+            progress_bar=False,
+            log_output=False,
+            stdout_file=sys.stdout,
+            stderr_file=sys.stderr,
+        )
+    except papermill.PapermillExecutionError as exc:
+        log(f"{plan.out_dir}: the notebook stopped with {exc.ename}: {exc.evalue} (see {plan.out_dir / 'train.ipynb'})")
+        return plan.status if plan.status != "new" else "failed"
+    return plan.status
+
+
+def sweep(
+    paths: Iterable[str | Path],
+    *,
+    overrides: list[str] = (),
+    runs_dir: str | Path = "runs",
+    notebook: Path = TRAIN_NOTEBOOK,
+    log: Callable[[str], None] = print,
+) -> dict[Path, str]:
+    """Plan every params file first (all errors before any work), then execute the plans in order."""
+    plans = [plan for path in expand_params(paths) for plan in plan_runs(path, overrides=overrides, runs_dir=runs_dir)]
+    outcome = {}
+    for index, plan in enumerate(plans, 1):
+        log(f"[{index}/{len(plans)}] {plan.parameters['name']} seed {plan.parameters['seed']}")
+        outcome[plan.out_dir] = execute_run(plan, notebook=notebook, log=log)
+    return outcome
+
+
+REPORT_NOTEBOOK = NOTEBOOKS / "report.ipynb"
+
+
+def build_report(runs_dir: str | Path, out_dir: str | Path | None = None, *, notebook: Path = REPORT_NOTEBOOK) -> dict[str, Any]:
+    """Execute ``notebooks/report.ipynb`` on ``runs_dir`` into ``out_dir`` and convert it to HTML.
+
+    Returns the tables (from :mod:`aalib.report`, not from the notebook's output), the long-range
+    verdict, the paths written and a text summary for the terminal.
+    """
+    import nbformat
+    import papermill
+    from nbconvert import HTMLExporter
+
+    from .report import collect, long_range_verdict, summarize
+
+    runs_dir = Path(runs_dir)
+    out_dir = Path(out_dir) if out_dir is not None else runs_dir / "report"
+    runs = collect(runs_dir)  # an empty folder fails here, before anything is written
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = out_dir / "report.ipynb"
+    papermill.execute_notebook(str(notebook), str(executed), parameters={"runs_dir": str(runs_dir), "output_dir": str(out_dir)},
+                               kernel_name="python3", progress_bar=False)
+    html, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    atomic_write(out_dir / "report.html", lambda handle: handle.write(html))
+    summary, verdict = summarize(runs), long_range_verdict(runs)
+    text = "\n".join([
+        summary.to_string(index=False),
+        "",
+        *verdict,
+        "",
+        f"report: {out_dir / 'report.html'}",
+        f"executed notebooks: {executed} and {runs_dir}/<name>/seed<k>/train.ipynb",
+    ])
+    return {"summary": summary, "verdict": verdict, "html": out_dir / "report.html", "notebook": executed, "text": text}
