@@ -22,6 +22,25 @@ CASES = {
 }
 
 
+def execute_with_retry(source: Path, executed: Path, parameters: dict, cwd: Path, attempts: int = 3) -> None:
+    """papermill, retried when a cell times out.
+
+    On a loaded machine nbclient sometimes never receives the ``execute_reply`` of a cell that
+    displays ipywidgets although the kernel has gone idle (seen with ipykernel 7.4 and 6.29, about
+    one run in five under a CPU hog, never on an idle machine): a third-party hang, not a wrong
+    result. Each attempt is bounded (a normal run takes 5-10 s), so a real failure still fails.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            papermill.execute_notebook(str(source), str(executed), parameters=parameters, kernel_name="python3",
+                                       cwd=str(cwd), progress_bar=False, start_timeout=120, execution_timeout=90)
+            return
+        except Exception as exc:  # nbclient's CellTimeoutError, possibly wrapped by papermill
+            timed_out = "timed out" in str(exc).lower() or "timeout" in type(exc).__name__.lower()
+            if not timed_out or attempt == attempts:
+                raise
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_notebook_is_commit_ready(name: str) -> None:
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
@@ -41,10 +60,7 @@ def test_notebook_runs_under_papermill(name: str, tmp_path: Path) -> None:
     extra, expected = CASES[name]
     out_dir = tmp_path / "figures"
     executed = tmp_path / f"{name}.out.ipynb"
-    papermill.execute_notebook(
-        str(NOTEBOOKS / f"{name}.ipynb"), str(executed), parameters={**SMALL, **extra, "output_dir": str(out_dir)},
-        kernel_name="python3", cwd=str(tmp_path), progress_bar=False, start_timeout=120, execution_timeout=300,
-    )
+    execute_with_retry(NOTEBOOKS / f"{name}.ipynb", executed, {**SMALL, **extra, "output_dir": str(out_dir)}, tmp_path)
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(expected)
     assert all((out_dir / file).stat().st_size > 1000 for file in expected if file.endswith(".png"))
     text = "".join(
