@@ -44,6 +44,8 @@ CHROMIUM_ARGS = [
 SERVER_START_S = 90  # JupyterLab answering on its port
 KERNEL_START_S = 90  # a kernel importing torch on a busy 2-core machine
 RUN_ALL_S = 180  # every cell of a notebook (a few seconds each on a 2-core CPU)
+QUEUED_S = 30  # Run All Cells to the first queued cell (the front end marks it at once)
+RUN_ALL_TRIES = 3
 REDRAW_S = 60  # one widget change: one forward pass and one figure
 STOP_S = 20  # graceful shutdown before SIGKILL
 
@@ -220,14 +222,20 @@ def open_and_run_all(page, lab: Lab, notebook: str) -> None:
     page.goto(f"{lab.url}/lab/tree/notebooks/{notebook}?reset&token={lab.token}")
     panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
     expect(panel.locator(".jp-Cell").first).to_be_visible(timeout=SERVER_START_S * 1000)
+    # The execution indicator reads 'idle' from the start, before the notebook has a kernel, and Run
+    # All without a kernel clears every cell and runs none (seen in CI). So first the toolbar must
+    # name the kernel ("No Kernel" before), then the server and the indicator must say idle.
+    expect(panel.locator(".jp-Toolbar-kernelName")).to_have_text(re.compile(r"^Python 3"), timeout=KERNEL_START_S * 1000)
+    deadline = time.monotonic() + KERNEL_START_S
+    while [s["kernel"]["execution_state"] for s in lab.api("/api/sessions") if s["path"] == f"notebooks/{notebook}"] != ["idle"]:
+        assert time.monotonic() < deadline, f"{notebook}: kernel not idle after {KERNEL_START_S} s: {lab.api('/api/sessions')}"
+        time.sleep(0.2)
     idle = panel.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
     expect(idle).to_be_attached(timeout=KERNEL_START_S * 1000)
     expect(page.locator(".jp-NotebookPanel")).to_have_count(1)
-    panel.locator(".jp-Cell").first.click()  # the notebook is the current widget the Run menu acts on
-    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
-    # every code cell has an execution count, and the kernel is idle again
     code_cells = panel.locator(".jp-CodeCell")
+    run_all_cells(page, panel, notebook)
+    # every code cell has an execution count, and the kernel is idle again
     deadline = time.monotonic() + RUN_ALL_S
     while True:
         prompts = code_cells.locator(".jp-InputArea-prompt").all_inner_texts()
@@ -237,6 +245,29 @@ def open_and_run_all(page, lab: Lab, notebook: str) -> None:
         time.sleep(0.5)
     tracebacks = panel.locator(".jp-OutputArea-output", has_text="Traceback").all_inner_texts()
     assert not tracebacks, f"{notebook} raised:\n" + "\n".join(tracebacks)
+
+
+def run_all_cells(page, panel, notebook: str) -> None:
+    """Run → Run All Cells, and check that JupyterLab queued the cells (a prompt turns ``[*]:``).
+
+    The caller has waited for the kernel (without one, Run All queues nothing). The item must be
+    enabled before it is clicked, and a click that queued nothing (a menu that closed early on a
+    loaded machine) is repeated, screenshot kept, at most ``RUN_ALL_TRIES`` times.
+    """
+    started = panel.locator(".jp-CodeCell .jp-InputArea-prompt", has_text=re.compile(r"\[(\*|\d+)\]:"))
+    for attempt in range(1, RUN_ALL_TRIES + 1):
+        page.keyboard.press("Escape")  # no menu left open by an earlier try
+        panel.locator(".jp-Cell").first.click()  # the notebook is the current widget the Run menu acts on
+        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+        item = page.locator(".lm-Menu-item", has=page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")))
+        expect(item).not_to_have_class(re.compile(r"\blm-mod-disabled\b"))
+        item.click()
+        try:
+            expect(started.first).to_be_attached(timeout=QUEUED_S * 1000)
+            return
+        except AssertionError:
+            page.screenshot(path=ARTIFACTS / f"{Path(notebook).stem}-run-all-try{attempt}.png")
+    pytest.fail(f"{notebook}: Run All Cells queued no cell in {RUN_ALL_TRIES} tries of {QUEUED_S} s")
 
 
 def slider(scope, description: str):
