@@ -147,7 +147,7 @@ def measure(
     """
     from tqdm.auto import tqdm
 
-    plan = bench.sweep_plan(sizes, linear_sizes)
+    plan = bench.sweep_plan(sizes, linear_sizes, bench.LAYER_VARIANTS)
     naive_cases = sum(bench.naive_map_bytes(size, batch, heads) <= naive_max_gib * 2**30 for _, size in plan)
     total = len(plan) * ("ours" in impls) + naive_cases * ("naive" in impls)
     with tqdm(total=total, desc="attention cases", disable=not progress) as bar:
@@ -155,7 +155,7 @@ def measure(
             bar.set_postfix_str(f"{variant} {size}^2 {impl}")
             bar.update()
 
-        rows = bench.sweep(sizes, linear_sizes, impls=impls, device=device, repeats=repeats, batch=batch,
+        rows = bench.sweep(sizes, linear_sizes, variants=bench.LAYER_VARIANTS, impls=impls, device=device, repeats=repeats, batch=batch,
                            channels=channels, dk=dk, dv=dv, heads=heads, naive_max_gib=naive_max_gib,
                            timeout=timeout, on_case=advance)
     setting = {"batch": batch, "channels": channels, "dk": dk, "dv": dv, "heads": heads, "kernel_size": 3,

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import ATTENTION_KINDS, attention_weights, linear_attention, softmax_attention
+from .attention import ATTENTION_KINDS, BACKENDS, attention_weights, linear_attention, softmax_attention
 
 __all__ = ["AugmentedConv2d", "POSITIONS", "sincos_position_encoding"]
 
@@ -94,6 +94,8 @@ class AugmentedConv2d(nn.Module):
             ``2H - 1`` and ``2W - 1`` rows, a learned embedding is ``H x W``.
         bias: bias of the convolution branch.
         qkv_bias: bias of the 1x1 q/k/v and output projections.
+        backend: softmax attention kernel, ``"auto"``, ``"fused"`` or ``"blocked"`` (all exact;
+            see :mod:`aalib.attention`); ignored by linear attention.
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class AugmentedConv2d(nn.Module):
         extent: int | tuple[int, int] = 32,
         bias: bool = False,
         qkv_bias: bool = False,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("heads", heads), ("stride", stride)):
@@ -122,6 +125,8 @@ class AugmentedConv2d(nn.Module):
             raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {attention!r}")
         if position not in POSITIONS:
             raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if attention == "linear" and position == "relative":
             raise ValueError(
                 "position='relative' needs attention='softmax': linear attention never forms the "
@@ -139,6 +144,7 @@ class AugmentedConv2d(nn.Module):
         self.heads = heads
         self.attention = attention
         self.position = position
+        self.backend = backend
         self.stride = stride
         self.extent = _pair(extent, "extent")
         self.dim_head_qk = self.dk // heads
@@ -177,6 +183,7 @@ class AugmentedConv2d(nn.Module):
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, dk={self.dk}, "
             f"dv={self.dv}, heads={self.heads}, attention={self.attention!r}, position={self.position!r}, "
             f"stride={self.stride}, extent={self.extent}"
+            + ("" if self.backend == "auto" else f", backend={self.backend!r}")
         )
 
     # -- position encodings ---------------------------------------------------------------
@@ -221,7 +228,7 @@ class AugmentedConv2d(nn.Module):
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, extra: dict) -> Tensor:
         """The attention kernel: (B, heads, N, d) inputs to (B, heads, N, dvh)."""
         if self.attention == "softmax":
-            return softmax_attention(q, k, v, **extra)
+            return softmax_attention(q, k, v, **extra, backend=self.backend)
         return linear_attention(q, k, v)
 
     def _check_input(self, x: Tensor) -> None:

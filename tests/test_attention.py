@@ -13,7 +13,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from aalib.attention import attention_weights, linear_attention, relative_logits, softmax_attention
+import aalib.attention as attention_module
+from aalib.attention import BACKENDS, attention_weights, linear_attention, relative_logits, softmax_attention
 
 SIZES = [(3, 5), (7, 4), (8, 8)]
 DTYPES = [torch.float32, torch.float64]
@@ -70,11 +71,13 @@ def random_inputs(size, dtype, dkh=6, dvh=5, heads=2, batch=2, seed=0, grad=Fals
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("relative", [False, True])
-def test_softmax_attention_matches_reference(size, dtype, relative):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_softmax_attention_matches_reference(size, dtype, relative, backend):
     q, k, v, rel_h, rel_w = random_inputs(size, dtype, grad=True)
-    extra = dict(rel_h=rel_h, rel_w=rel_w, size=size) if relative else {}
+    extra = dict(rel_h=rel_h, rel_w=rel_w, size=size, backend=backend) if relative else dict(backend=backend)
+    ref_extra = dict(rel_h=rel_h, rel_w=rel_w, size=size) if relative else {}
     out = softmax_attention(q, k, v, **extra)
-    ref = reference_softmax_weights(q, k, **extra) @ v
+    ref = reference_softmax_weights(q, k, **ref_extra) @ v
     assert out.shape == (2, 2, size[0] * size[1], 5)
     torch.testing.assert_close(out, ref, **TOL[dtype])
 
@@ -130,14 +133,49 @@ def test_relative_logits_are_per_query_offset_lookups():
 
 
 @pytest.mark.parametrize("relative", [False, True])
-def test_gradcheck_softmax_attention(relative):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradcheck_softmax_attention(relative, backend):
     size = (3, 4)
     q, k, v, rel_h, rel_w = random_inputs(size, torch.float64, dkh=3, dvh=2, heads=2, batch=1, grad=True)
     if relative:
-        fn = lambda q, k, v, rh, rw: softmax_attention(q, k, v, rel_h=rh, rel_w=rw, size=size)  # noqa: E731
+        fn = lambda q, k, v, rh, rw: softmax_attention(q, k, v, rel_h=rh, rel_w=rw, size=size, backend=backend)  # noqa: E731
         assert torch.autograd.gradcheck(fn, (q, k, v, rel_h, rel_w))
     else:
-        assert torch.autograd.gradcheck(softmax_attention, (q, k, v))
+        fn = lambda q, k, v: softmax_attention(q, k, v, backend=backend)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (q, k, v))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_blocked_attention_keeps_low_precision_inputs_accurate(dtype):
+    """Half-precision inputs: the blocked kernel computes in float32 and returns the input dtype."""
+    size = (5, 6)
+    q, k, v, rel_h, rel_w = random_inputs(size, torch.float32)
+    extra = dict(rel_h=rel_h, rel_w=rel_w, size=size)
+    want = softmax_attention(q, k, v, **extra, backend="blocked")
+    low = [t.to(dtype) for t in (q, k, v, rel_h, rel_w)]
+    got = softmax_attention(*low[:3], rel_h=low[3], rel_w=low[4], size=size, backend="blocked")
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float(), want, atol=5e-2, rtol=5e-2)
+
+
+@pytest.mark.parametrize("heads_per_block, queries_per_block", [(1, 1), (3, 5)])
+def test_blocked_attention_spans_many_blocks(heads_per_block, queries_per_block):
+    """Many blocks, ragged at the ends (4 heads in blocks of 3, 42 queries in blocks of 5), give
+    the same output and gradients as the reference."""
+    size = (6, 7)
+    n = size[0] * size[1]
+    q, k, v, rel_h, rel_w = random_inputs(size, torch.float64, grad=True)  # batch 2 x 2 heads
+    extra = dict(rel_h=rel_h, rel_w=rel_w, size=size)
+    ref = reference_softmax_weights(q, k, **extra) @ v
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(attention_module, "_ROW_LOGITS", queries_per_block * n)
+        patch.setattr(attention_module, "_BLOCK_LOGITS", heads_per_block * queries_per_block * n)
+        assert attention_module._block_plan(4, n, 100) == (heads_per_block, queries_per_block)
+        out = softmax_attention(q, k, v, **extra, backend="blocked")
+        grads = torch.autograd.grad(out.square().sum(), (q, k, v, rel_h, rel_w))
+    torch.testing.assert_close(out, ref)
+    for g, w in zip(grads, torch.autograd.grad(ref.square().sum(), (q, k, v, rel_h, rel_w))):
+        torch.testing.assert_close(g, w)
 
 
 def test_gradcheck_linear_attention():
@@ -163,11 +201,13 @@ class _LargestTensor(TorchDispatchMode):
 
 
 @pytest.mark.parametrize("relative", [False, True])
-def test_softmax_attention_never_materialises_n_by_n(relative):
+@pytest.mark.parametrize("backend", ["fused", "blocked"])
+def test_softmax_attention_never_materialises_n_by_n(relative, backend):
     """No op, forward or backward, returns more than O(N (dkh + H + W)) elements per head."""
     size, batch, heads = (32, 32), 1, 2
     q, k, v, rel_h, rel_w = random_inputs(size, torch.float32, dkh=8, dvh=8, heads=heads, batch=batch, grad=True)
     extra = dict(rel_h=rel_h, rel_w=rel_w, size=size) if relative else {}
+    extra["backend"] = backend
     n = size[0] * size[1]
     with _LargestTensor() as mode:
         out = softmax_attention(q, k, v, **extra)
@@ -175,7 +215,31 @@ def test_softmax_attention_never_materialises_n_by_n(relative):
     head = 8 + size[0] + size[1] if relative else 8
     assert mode.largest <= batch * heads * n * head, (mode.largest, sorted(mode.ops))
     assert mode.largest < batch * heads * n * n // 8
-    assert any("flash" in op or "efficient" in op for op in mode.ops), sorted(mode.ops)
+    if backend == "fused":
+        assert any("flash" in op or "efficient" in op for op in mode.ops), sorted(mode.ops)
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_auto_backend_dispatch(relative, monkeypatch):
+    """auto on the CPU at 32 x 32, dkh = dvh = 8: blocked with relative logits, fused without."""
+    calls = []
+    monkeypatch.setattr(attention_module, "_blocked_attention", lambda *a: calls.append("blocked") or a[2])
+    monkeypatch.setattr(attention_module, "_fused_attention", lambda *a: calls.append("fused") or a[2])
+    q, k, v, rel_h, rel_w = random_inputs((32, 32), torch.float32, dkh=8, dvh=8, heads=1, batch=1)
+    softmax_attention(q, k, v, **(dict(rel_h=rel_h, rel_w=rel_w, size=(32, 32)) if relative else {}))
+    assert calls == (["blocked"] if relative else ["fused"])
+
+
+@pytest.mark.parametrize("dkh, dvh, extra, blocked", [
+    (8, 8, 64 + 64, True),  # relative logits at 64 x 64 (measured 2.3x)
+    (20, 20, 32 + 32, True),  # Bello's WRN, first stage (1.8x)
+    (8, 8, 16 + 16, False),  # small maps: the fused kernel (0.95x)
+    (20, 20, 8 + 8, False),  # (0.82x)
+    (8, 8, 0, False),  # no positions, equal widths (0.38x)
+    (256, 64, 0, True),  # the seed's values padded 4x in the fused kernel (1.27x)
+])
+def test_auto_backend_cost_model(dkh, dvh, extra, blocked):
+    assert attention_module._cpu_prefers_blocked(dkh, dvh, extra) is blocked
 
 
 def test_linear_attention_never_materialises_n_by_n():
@@ -203,3 +267,5 @@ def test_kernel_errors_name_the_problem():
         attention_weights(q, k, kind="sparse")
     with pytest.raises(ValueError, match="no relative logits"):
         attention_weights(q, k, kind="linear", rel_h=rel_h, rel_w=rel_w, size=(3, 4))
+    with pytest.raises(ValueError, match="backend must be one of \\('auto', 'fused', 'blocked'\\), got 'flex'"):
+        softmax_attention(q, k, v, backend="flex")

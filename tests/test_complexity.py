@@ -130,10 +130,12 @@ def test_measured_crossover_absent():
 def test_recorded_benchmark_slopes():
     records, setting = complexity.load_recorded(RECORDED)
     assert setting["dk"] == 32 and setting["heads"] == 4
-    assert len(records) == 2 * 10 and {r["note"] for r in records} >= {"one N x N map is 32 GiB"}
+    assert len(records) == 2 * 17 and {r["note"] for r in records} >= {"one N x N map is 32 GiB", "no attention"}
     slopes = {(r["variant"], r["impl"]): r["slope"] for r in complexity.fit_slopes(records, ["ms"])}
     assert slopes[("LAA sincos", "ours")] == pytest.approx(1.0, abs=0.2)
+    assert slopes[("conv 3x3", "ours")] == pytest.approx(1.0, abs=0.2)
     assert slopes[("AA no-pos", "ours")] == pytest.approx(2.0, abs=0.3)
+    assert slopes[("AA relative", "ours")] == pytest.approx(2.0, abs=0.4)
 
 
 # -- the seed's layers ------------------------------------------------------------------------------
@@ -163,7 +165,10 @@ def test_seed_layers_totals_add_up():
 
 # -- bench sweep API ------------------------------------------------------------------------------
 def test_sweep_plan_and_validation():
-    assert bench.sweep_plan([8], [8, 16]) == [("AA relative", 8), ("AA no-pos", 8), ("LAA sincos", 8), ("LAA sincos", 16)]
+    assert bench.sweep_plan([8], [8, 16]) == [("AA relative", 8), ("AA rel fused", 8), ("AA no-pos", 8),
+                                              ("LAA sincos", 8), ("LAA sincos", 16), ("conv 3x3", 8), ("conv 3x3", 16)]
+    assert bench.sweep_plan([8], [16], variants=bench.LAYER_VARIANTS) == [("AA relative", 8), ("AA no-pos", 8),
+                                                                         ("LAA sincos", 16)]
     assert bench.sweep_plan([8], [16], variants=["LAA sincos"]) == [("LAA sincos", 16)]
     with pytest.raises(ValueError, match="unknown variant"):
         bench.sweep_plan([8], [8], variants=["AA sincos"])
@@ -182,6 +187,46 @@ def test_sweep_runs_a_custom_setting_in_a_subprocess():
     assert "skipped" in rows[0]["naive"]
 
 
+def test_sweep_pinned_kernel_and_plain_conv_have_no_naive_twin():
+    seen = []
+    rows = bench.sweep([4], [5], variants=["AA rel fused", "conv 3x3"], repeats=1, batch=1, channels=8, dk=4, dv=4,
+                       heads=2, on_case=lambda *case: seen.append(case[:3]))
+    assert seen == [("AA rel fused", 4, "ours"), ("conv 3x3", 5, "ours")]
+    assert rows[0]["ours"]["ms"] > 0 and "pinned" in rows[0]["naive"]["skipped"]
+    assert rows[1]["ours"]["ms"] > 0 and rows[1]["naive"] == {"skipped": "no attention"}
+
+
+def test_run_case_keeps_timing_until_min_seconds():
+    quick = bench.Case("conv 3x3", "ours", 4, "cpu", repeats=2, batch=1, channels=4, dk=4, dv=4, heads=1)
+    assert bench.run_case(quick)["runs"] == 2
+    result = bench.run_case(bench.Case(**{**quick.__dict__, "min_seconds": 0.05}))
+    assert 2 < result["runs"] <= bench.MAX_RUNS
+
+
+def test_bench_table_and_targets_from_rows():
+    def res(ms, mib):
+        return {"ms": ms, "peak_mib": mib, "runs": 3}
+
+    rows = [
+        {"variant": "AA relative", "size": 64, "ours": res(100.0, 50.0), "naive": res(300.0, 500.0)},
+        {"variant": "AA rel fused", "size": 64, "ours": res(200.0, 60.0), "naive": {"skipped": "pinned"}},
+        {"variant": "LAA sincos", "size": 32, "ours": res(1.0, 5.0), "naive": res(9.0, 50.0)},
+        {"variant": "LAA sincos", "size": 128, "ours": res(25.0, 80.0), "naive": {"skipped": "8 GiB"}},
+        {"variant": "conv 3x3", "size": 32, "ours": res(1.0, 4.0), "naive": {"skipped": "no attention"}},
+        {"variant": "conv 3x3", "size": 128, "ours": res(40.0, 64.0), "naive": {"skipped": "no attention"}},
+    ]
+    table = bench._table(rows).splitlines()
+    assert table[2].split() == ["AA", "relative", "64^2", "100.0", "300.0", "3.00x", "50.0", "500.0", "1/10.0"]
+    assert table[3].split() == ["AA", "rel", "fused", "64^2", "200.0", "skip", "-", "60.0", "skip", "-"]
+    checks = {c["target"]: (c["value"], c["met"]) for c in bench._targets(rows)}
+    assert checks == {
+        "AA relative 64^2: naive/ours peak memory >= 8": (10.0, True),
+        "AA relative 64^2: naive/ours time >= 2": (3.0, True),
+        "LAA 32^2 -> 128^2 time growth <= 20 (16 is linear)": (25.0, False),
+        "for reference, a plain 3x3 conv: 32^2 -> 128^2 time growth": (40.0, None),
+    }
+
+
 # -- the notebook, through papermill ------------------------------------------------------------------
 def test_complexity_notebook_through_papermill(tmp_path):
     out = tmp_path / "results"
@@ -195,10 +240,10 @@ def test_complexity_notebook_through_papermill(tmp_path):
     assert results["setting"]["dk"] == 8 and results["setting"]["heads"] == 2
     assert results["analytic_crossover"] == {"dkh": 4, "dvh": 4, "n": 4.0, "side": 2.0}
     variants = {(r["variant"], r["impl"]) for r in results["records"]}
-    assert variants == {(v, i) for v in bench.VARIANTS for i in bench.IMPLS}
+    assert variants == {(v, i) for v in bench.LAYER_VARIANTS for i in bench.IMPLS}
     assert all(r["ms"] > 0 for r in results["records"])
     assert {(s["variant"], s["impl"], s["metric"]) for s in results["slopes"]} == {
-        (v, i, m) for v in bench.VARIANTS for i in bench.IMPLS for m in ("ms", "peak_mib")}
+        (v, i, m) for v in bench.LAYER_VARIANTS for i in bench.IMPLS for m in ("ms", "peak_mib")}
     assert len(results["measured_crossovers"]) == 4
     assert [layer["below_crossover"] for layer in results["seed"]["layers"]] == [False, False, True, True, True, True]
 

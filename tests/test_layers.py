@@ -194,6 +194,7 @@ def test_fractions_are_kappa_and_upsilon():
         (dict(dk=8, dv=6, heads=2, attention="linear", position="relative"), "linear attention never forms"),
         (dict(dk=8, dv=6, heads=2, attention="sparse"), "attention must be one of \\('softmax', 'linear'\\)"),
         (dict(dk=8, dv=6, heads=2, position="rotary"), "position must be one of"),
+        (dict(dk=8, dv=6, heads=2, backend="flash"), "backend must be one of \\('auto', 'fused', 'blocked'\\), got 'flash'"),
         (dict(dk=8, dv=6, heads=0), "heads must be a positive int"),
         (dict(dk=8, dv=6, heads=2, stride=0), "stride must be a positive int"),
         (dict(dk=8, dv=6, heads=2, extent=0), "extent must be a positive int"),
@@ -240,3 +241,19 @@ def test_context_maps_are_distributions_over_positions():
     torch.testing.assert_close(maps.sum((-2, -1)), torch.ones(2, 2, 4))
     with pytest.raises(ValueError, match="context_maps needs attention='linear'"):
         make("softmax").context_maps(torch.randn(1, 5, 4, 4))
+
+
+@pytest.mark.parametrize("position", ["relative", "none"])
+def test_backends_agree_in_the_layer(position):
+    """The fused and blocked kernels are the same function of the layer's weights (float64)."""
+    torch.manual_seed(0)
+    layers = [AugmentedConv2d(5, 10, dk=8, dv=6, heads=2, position=position, extent=4, backend=b).double()
+              for b in ("fused", "blocked")]
+    layers[1].load_state_dict(layers[0].state_dict())
+    x = torch.randn(2, 5, 7, 6, dtype=torch.float64)
+    outs = [layer(x) for layer in layers]
+    torch.testing.assert_close(outs[0], outs[1])
+    grads = [torch.autograd.grad(out.square().sum(), list(layer.parameters())) for out, layer in zip(outs, layers)]
+    for g0, g1 in zip(*grads):
+        torch.testing.assert_close(g0, g1)
+    assert "backend='blocked'" in repr(layers[1]) and "backend" not in repr(AugmentedConv2d(5, 10, dk=8, dv=6, heads=2))

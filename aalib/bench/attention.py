@@ -9,6 +9,8 @@ are materialised, as in Bello et al.'s published code and the public ports. Each
 fresh subprocess so that its peak memory is its own: on the CPU the rise of the process's peak
 resident memory over the forward + backward passes, on CUDA ``torch.cuda.max_memory_allocated``
 minus the memory held before them. Time is the median of ``--repeats`` runs after a warm-up.
+Cheap cases keep running past ``--repeats`` until ``--min-seconds`` of runs are timed (at most
+50): on a shared 2-core VM one run of a 100 ms case varies 3x, and a median of many is stable.
 Compare the rows of one run with each other (ratios); absolute times depend on the machine.
 
 Library use (``aalib.complexity`` sweeps other settings): :func:`sweep` measures a plan of
@@ -32,24 +34,31 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from aalib.attention import attention_weights
 from aalib.io import write_json
 from aalib.layers import AugmentedConv2d
 
-__all__ = ["BATCH", "CHANNELS", "DK", "DV", "HEADS", "IMPLS", "VARIANTS", "Case", "NaiveAugmentedConv2d",
+__all__ = ["BATCH", "CHANNELS", "DK", "DV", "HEADS", "IMPLS", "VARIANTS", "LAYER_VARIANTS", "Case", "NaiveAugmentedConv2d",
            "naive_map_bytes", "run_case", "run_in_subprocess", "case_env", "sweep_plan", "sweep", "machine_info", "main"]
 
 BATCH, CHANNELS, DK, DV, HEADS = 8, 64, 32, 32, 4  # the issue #3 setting (the CLI's)
 IMPLS: tuple[str, ...] = ("ours", "naive")
 DEFAULT_MALLOC = "glibc.malloc.hugetlb=1"
-# AA-conv (softmax) with and without relative logits, and LAA-conv (linear, sine-cosine positions).
+# AA-conv (softmax) with and without relative logits, and LAA-conv (linear, sine-cosine positions):
+# the layer variants, whose "ours" runs the kernel that backend="auto" picks. "AA rel fused" pins
+# the fused kernel for comparison; its naive layer would be AA relative's, so it has none.
+# "conv 3x3" is a plain 64 -> 64 convolution (attention None): what the layers cost without
+# attention, and how a convolution alone scales on the machine (at the linear sizes).
 VARIANTS: dict[str, dict] = {
     "AA relative": {"attention": "softmax", "position": "relative"},
+    "AA rel fused": {"attention": "softmax", "position": "relative", "backend": "fused"},
     "AA no-pos": {"attention": "softmax", "position": "none"},
     "LAA sincos": {"attention": "linear", "position": "sincos"},
+    "conv 3x3": {"attention": None, "position": "none"},
 }
+LAYER_VARIANTS: tuple[str, ...] = ("AA relative", "AA no-pos", "LAA sincos")
 
 
 class NaiveAugmentedConv2d(AugmentedConv2d):
@@ -73,6 +82,10 @@ class Case:
     dk: int = DK
     dv: int = DV
     heads: int = HEADS
+    min_seconds: float = 0.0  # keep timing past `repeats` runs until this much time is measured
+
+
+MAX_RUNS = 50  # per case, whatever min_seconds asks
 
 
 def naive_map_bytes(size: int, batch: int = BATCH, heads: int = HEADS) -> int:
@@ -113,9 +126,13 @@ def run_case(case: Case) -> dict:
     """Build the layer and input, then time forward + backward; returns ms and peak MiB."""
     torch.manual_seed(0)
     device = torch.device(case.device)
-    cls = AugmentedConv2d if case.impl == "ours" else NaiveAugmentedConv2d
-    layer = cls(case.channels, case.channels, 3, dk=case.dk, dv=case.dv, heads=case.heads, extent=case.size,
-                **VARIANTS[case.variant]).to(device)
+    spec = VARIANTS[case.variant]
+    if spec["attention"] is None:
+        layer = nn.Conv2d(case.channels, case.channels, 3, padding=1, bias=False).to(device)
+    else:
+        cls = AugmentedConv2d if case.impl == "ours" else NaiveAugmentedConv2d
+        layer = cls(case.channels, case.channels, 3, dk=case.dk, dv=case.dv, heads=case.heads, extent=case.size,
+                    **spec).to(device)
     x = torch.randn(case.batch, case.channels, case.size, case.size, device=device, requires_grad=True)
 
     def step() -> None:
@@ -135,8 +152,8 @@ def run_case(case: Case) -> dict:
         held = _reset_cpu_peak()
     step()  # warm-up (allocator, kernel selection)
     sync()
-    times = []
-    for _ in range(case.repeats):
+    times: list[float] = []
+    while len(times) < case.repeats or (sum(times) < case.min_seconds and len(times) < MAX_RUNS):
         start = time.perf_counter()
         step()
         sync()
@@ -179,13 +196,13 @@ def sweep_plan(
     sizes: Sequence[int], linear_sizes: Sequence[int], variants: Sequence[str] | None = None
 ) -> list[tuple[str, int]]:
     """The (variant, size) cases of a sweep: ``sizes`` for softmax variants, ``linear_sizes`` for
-    linear ones, in :data:`VARIANTS` order (``variants`` selects among them)."""
+    the others, in :data:`VARIANTS` order (``variants`` selects among them)."""
     variants = list(VARIANTS) if variants is None else list(variants)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
     return [(variant, size) for variant in VARIANTS if variant in variants
-            for size in (linear_sizes if VARIANTS[variant]["attention"] == "linear" else sizes)]
+            for size in (sizes if VARIANTS[variant]["attention"] == "softmax" else linear_sizes)]
 
 
 def sweep(
@@ -196,6 +213,7 @@ def sweep(
     impls: Sequence[str] = IMPLS,
     device: str = "cpu",
     repeats: int = 3,
+    min_seconds: float = 0.0,
     batch: int = BATCH,
     channels: int = CHANNELS,
     dk: int = DK,
@@ -225,10 +243,16 @@ def sweep(
     for variant, size in sweep_plan(sizes, linear_sizes, variants):
         row: dict = {"variant": variant, "size": size}
         for impl in impls:
+            if impl == "naive" and "backend" in VARIANTS[variant]:
+                row[impl] = {"skipped": "a pinned kernel: the naive layer is the unpinned variant's"}
+                continue
+            if impl == "naive" and VARIANTS[variant]["attention"] is None:
+                row[impl] = {"skipped": "no attention"}
+                continue
             if impl == "naive" and naive_map_bytes(size, batch, heads) > naive_max_gib * 2**30:
                 row[impl] = {"skipped": f"one N x N map is {naive_map_bytes(size, batch, heads) / 2**30:.0f} GiB"}
                 continue
-            case = Case(variant, impl, size, device, repeats, batch, channels, dk, dv, heads)
+            case = Case(variant, impl, size, device, repeats, batch, channels, dk, dv, heads, min_seconds)
             row[impl] = run_in_subprocess(case, timeout, env)
             if on_case is not None:
                 on_case(variant, size, impl, row[impl])
@@ -284,6 +308,10 @@ def _targets(rows: list[dict]) -> list[dict]:
     if small and large and "ms" in small["ours"] and "ms" in large["ours"]:
         growth = large["ours"]["ms"] / small["ours"]["ms"]
         checks.append({"target": "LAA 32^2 -> 128^2 time growth <= 20 (16 is linear)", "value": round(growth, 2), "met": growth <= 20})
+    small, large = by_key.get(("conv 3x3", 32)), by_key.get(("conv 3x3", 128))
+    if small and large and "ms" in small["ours"] and "ms" in large["ours"]:  # context, not a target
+        growth = large["ours"]["ms"] / small["ours"]["ms"]
+        checks.append({"target": "for reference, a plain 3x3 conv: 32^2 -> 128^2 time growth", "value": round(growth, 2), "met": None})
     return checks
 
 
@@ -293,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--linear-sizes", type=int, nargs="+", default=[16, 32, 64, 128], help="sizes for LAA")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case (median), after one warm-up")
+    parser.add_argument("--min-seconds", type=float, default=2.0,
+                        help="keep timing a case past --repeats runs until this many seconds are measured (max 50 runs)")
     parser.add_argument("--naive-max-gib", type=float, default=3.0,
                         help="skip naive cases whose single N x N map exceeds this many GiB (they need several)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per case")
@@ -305,29 +335,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.case:
         print(json.dumps(run_case(Case(**json.loads(args.case)))))
         return 0
-    if args.repeats < 1 or any(s < 1 for s in args.sizes + args.linear_sizes):
-        parser.error("--repeats and sizes must be positive")
+    if args.repeats < 1 or args.min_seconds < 0 or any(s < 1 for s in args.sizes + args.linear_sizes):
+        parser.error("--repeats and sizes must be positive, --min-seconds not negative")
 
     env = case_env(args.malloc)
     print(f"attention benchmark on {args.device}: batch {BATCH}, {CHANNELS} channels, dk=dv={DK}, {HEADS} heads, "
-          f"forward+backward, median of {args.repeats}", flush=True)
+          f"forward+backward, median of >= {args.repeats} runs and >= {args.min_seconds:g} s", flush=True)
 
     def report(variant: str, size: int, impl: str, result: dict) -> None:
         print(f"  {variant:<12} {size:>4}^2 {impl:<5} {result}", flush=True)
 
-    rows = sweep(args.sizes, args.linear_sizes, device=args.device, repeats=args.repeats,
+    rows = sweep(args.sizes, args.linear_sizes, device=args.device, repeats=args.repeats, min_seconds=args.min_seconds,
                  naive_max_gib=args.naive_max_gib, timeout=args.timeout, env=env, on_case=report)
     table = _table(rows)
     checks = _targets(rows)
     print()
     print(table)
     for check in checks:
-        print(f"{'MET    ' if check['met'] else 'NOT MET'} {check['target']}: {check['value']}")
+        print(f"{'INFO   ' if check['met'] is None else 'MET    ' if check['met'] else 'NOT MET'} {check['target']}: {check['value']}")
     write_json(args.out, {
         "benchmark": "attention",
         "command": "python -m aalib.bench attention " + " ".join(argv if argv is not None else sys.argv[1:]),
         "setting": {"batch": BATCH, "channels": CHANNELS, "dk": DK, "dv": DV, "heads": HEADS, "kernel_size": 3,
-                    "device": args.device, "repeats": args.repeats, "GLIBC_TUNABLES": env.get("GLIBC_TUNABLES", "")},
+                    "device": args.device, "repeats": args.repeats, "min_seconds": args.min_seconds, "GLIBC_TUNABLES": env.get("GLIBC_TUNABLES", "")},
         "machine": machine_info(),
         "rows": rows,
         "targets": checks,
