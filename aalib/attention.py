@@ -235,8 +235,9 @@ def _blocked_attention(q: Tensor, k: Tensor, v: Tensor, scale: float, lh: Tensor
     batch, heads, n, dkh = q.shape
     dtype = torch.promote_types(q.dtype, torch.float32)
 
-    def flat(t: Tensor, times: float = 1.0) -> Tensor:
-        return (t.to(dtype) * times).reshape(batch * heads, n, t.shape[-1])  # B * heads, N, d
+    def flat(t: Tensor, times: float | None = None) -> Tensor:
+        t = t.to(dtype) if times is None else t.to(dtype) * times
+        return t.reshape(batch * heads, n, t.shape[-1])  # B * heads, N, d (a view of a layer's q, k, v)
 
     max_rows = dkh + (0 if lh is None else lh.shape[-1] + lw.shape[-1])
     with torch.autocast(q.device.type, enabled=False):
