@@ -192,7 +192,7 @@ class AttentionMapExplorer:
                 wrapped = head % query_maps.layer.heads
                 view.context[name] = context[0, wrapped]  # dkh, H', W'
                 view.context_figures[name] = plot_context_maps(
-                    context[0, wrapped : wrapped + 1],
+                    context[0, wrapped : wrapped + 1], first_head=wrapped,
                     title=f"{name}: global context maps of {query_maps.layer.name}, head {wrapped} (Shen et al., Sec. 3.3)",
                 )
         self.last = view

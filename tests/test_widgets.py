@@ -63,6 +63,9 @@ def test_attention_explorer_follows_its_controls(sources) -> None:
 
     explorer.head.value = 3
     assert explorer.last.head == 3 and explorer.last.maps["simple_aacnn"].heads == (3,)
+    context_axes = explorer.last.context_figures["simple_laacnn"].axes
+    assert "head 3" in explorer.last.context_figures["simple_laacnn"]._suptitle.get_text()
+    assert context_axes[0].get_ylabel() == "head 3"  # the row names the head shown, not its row index
     first_image = explorer.last.maps["simple_aacnn"].grid_maps
     explorer.image.value = 1
     assert explorer.last.image == 1

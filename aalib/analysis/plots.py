@@ -88,9 +88,10 @@ def plot_attention_over_image(panels: Sequence[AttentionPanel]) -> Figure:
     return fig
 
 
-def plot_context_maps(context: Tensor, *, title: str = "", max_maps: int = 8) -> Figure:
+def plot_context_maps(context: Tensor, *, title: str = "", max_maps: int = 8, first_head: int = 0) -> Figure:
     """LAA global context maps (Shen et al., Sec. 3.3): ``(heads, dkh, H', W')``, one row per
-    head, the first ``max_maps`` of its ``dkh`` maps (each a distribution over positions)."""
+    head, the first ``max_maps`` of its ``dkh`` maps (each a distribution over positions).
+    Rows are labelled from ``first_head`` (for a slice of a layer's heads)."""
     if context.dim() != 4:
         raise ValueError(f"context must be (heads, dkh, H', W'), got shape {tuple(context.shape)}")
     heads, dkh = context.shape[:2]
@@ -105,7 +106,7 @@ def plot_context_maps(context: Tensor, *, title: str = "", max_maps: int = 8) ->
             if head == 0:
                 ax.set_title(f"map {j}", fontsize=8)
             if j == 0:
-                ax.set_ylabel(f"head {head}", fontsize=8)
+                ax.set_ylabel(f"head {first_head + head}", fontsize=8)
     fig.suptitle(title or f"global context maps ({shown} of {dkh} per head)", fontsize=9)
     return fig
 
