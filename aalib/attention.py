@@ -226,23 +226,28 @@ class _BlockedAttention(torch.autograd.Function):
         return grad_q, grad_k, grad_v, grad_lh, grad_lw, None
 
 
-def _blocked_attention(q: Tensor, k: Tensor, v: Tensor, scale: float, lh: Tensor | None, lw: Tensor | None) -> Tensor:
+def _blocked_attention(
+    q: Tensor, k: Tensor, v: Tensor, scale: float, rel_h: Tensor | None, rel_w: Tensor | None,
+    grid: tuple[int, int] | None,
+) -> Tensor:
     """The "blocked" kernel, computed in float32 or wider (softmax statistics need the range).
 
+    The relative logits come from the scaled queries, so they arrive scaled with no extra copy.
     A block holds at most ``dkh + H + W`` queries per head (``dkh`` without relative logits), so
     its logits never outnumber the fused kernel's extended queries: ``O(N (dkh + H + W))`` per head.
     """
     batch, heads, n, dkh = q.shape
     dtype = torch.promote_types(q.dtype, torch.float32)
 
-    def flat(t: Tensor, times: float | None = None) -> Tensor:
-        t = t.to(dtype) if times is None else t.to(dtype) * times
+    def flat(t: Tensor) -> Tensor:
         return t.reshape(batch * heads, n, t.shape[-1])  # B * heads, N, d (a view of a layer's q, k, v)
 
-    max_rows = dkh + (0 if lh is None else lh.shape[-1] + lw.shape[-1])
     with torch.autocast(q.device.type, enabled=False):
-        bias = [None if t is None else flat(t, scale) for t in (lh, lw)]
-        out = _BlockedAttention.apply(flat(q, scale), flat(k), flat(v), *bias, max_rows)
+        q_scaled = q.to(dtype) * scale
+        bias = (None, None) if grid is None else relative_logits(q_scaled, rel_h.to(dtype), rel_w.to(dtype), grid)
+        max_rows = dkh + (0 if grid is None else sum(grid))
+        out = _BlockedAttention.apply(flat(q_scaled), flat(k.to(dtype)), flat(v.to(dtype)),
+                                      *[None if t is None else flat(t) for t in bias], max_rows)
     return out.view(batch, heads, n, v.shape[-1]).to(q.dtype)  # B, heads, N, dvh
 
 
@@ -294,14 +299,17 @@ def softmax_attention(
         extra = 0 if grid is None else sum(grid)
         blocked = q.device.type == "cpu" and _cpu_prefers_blocked(q.shape[-1], v.shape[-1], extra)
         backend = "blocked" if blocked else "fused"
-    lh, lw = relative_logits(q, rel_h, rel_w, grid) if grid is not None else (None, None)
     if backend == "blocked":
-        return _blocked_attention(q, k, v, scale, lh, lw)
+        return _blocked_attention(q, k, v, scale, rel_h, rel_w, grid)
     if grid is None:
         return _fused_attention(q, k, v, scale)
-    q_ext = torch.cat([q, lh, lw], dim=-1)  # B, heads, N, dkh + H + W
+    lh, lw = relative_logits(q, rel_h, rel_w, grid)
+    # the zero columns that align the head are part of the same concatenation (one copy, not two)
+    pad = _fused_head(q.shape[-1] + sum(grid), v.shape[-1]) - (q.shape[-1] + sum(grid))
+    zeros = q.new_zeros(()).expand(*q.shape[:-1], pad)  # B, heads, N, pad (no memory)
+    q_ext = torch.cat([q, lh, lw, zeros], dim=-1)  # B, heads, N, dkh + H + W + pad
     key_pos = _key_positions(grid, k).expand(*k.shape[:2], -1, -1)  # B, heads, N, H + W
-    k_ext = torch.cat([k, key_pos], dim=-1)  # B, heads, N, dkh + H + W
+    k_ext = torch.cat([k, key_pos, zeros], dim=-1)  # B, heads, N, dkh + H + W + pad
     return _fused_attention(q_ext, k_ext, v, scale)
 
 
@@ -354,7 +362,6 @@ def attention_weights(
         grid = _check_relative(q, rel_h, rel_w, size)
         logits = q @ k.transpose(-2, -1)  # B, heads, N, N
         if grid is not None:
-            height, width = grid
             lh, lw = relative_logits(q, rel_h, rel_w, grid)
             logits = logits.unflatten(-1, grid) + lh[..., :, None] + lw[..., None, :]  # B, heads, N, H, W
             logits = logits.flatten(-2)  # B, heads, N, N

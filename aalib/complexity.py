@@ -54,7 +54,7 @@ import torch
 from torch import nn
 
 from .bench import attention as bench
-from .io import atomic_write
+from .io import atomic_write, write_json, write_png
 from .models import attention_layers, build_model
 
 if TYPE_CHECKING:
@@ -520,14 +520,12 @@ def write_results(output_dir: str | Path, results: dict[str, Any], figures: dict
     """Write ``complexity.json`` (``results``), ``complexity.csv`` (``results["records"]``) and each
     figure as ``<name>.png`` into ``output_dir``; returns the paths written."""
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "complexity.json", lambda handle: handle.write(json.dumps(results, indent=2, default=_plain) + "\n"))
+    write_json(out / "complexity.json", results, default=_plain)
     write_records_csv(out / "complexity.csv", results["records"])
     paths = [out / "complexity.json", out / "complexity.csv"]
     for name, figure in (figures or {}).items():
         paths.append(out / f"{name}.png")
-        atomic_write(paths[-1], lambda handle, fig=figure: fig.savefig(handle, format="png", dpi=120, bbox_inches="tight"),
-                     binary=True)
+        write_png(paths[-1], figure, dpi=120)
     return paths
 
 

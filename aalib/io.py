@@ -12,9 +12,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, TYPE_CHECKING, Any, Callable
 
-__all__ = ["atomic_write", "write_json"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["atomic_write", "write_json", "write_png"]
 
 
 def atomic_write(path: str | Path, write: Callable[[IO], Any], *, binary: bool = False) -> None:
@@ -33,6 +36,11 @@ def atomic_write(path: str | Path, write: Callable[[IO], Any], *, binary: bool =
         raise
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    """Atomically write ``obj`` as indented JSON (non-JSON values via ``str``)."""
-    atomic_write(path, lambda handle: handle.write(json.dumps(obj, indent=2, default=str) + "\n"))
+def write_json(path: str | Path, obj: Any, *, default: Callable[[Any], Any] = str) -> None:
+    """Atomically write ``obj`` as indented JSON (non-JSON values via ``default``, ``str`` unless given)."""
+    atomic_write(path, lambda handle: handle.write(json.dumps(obj, indent=2, default=default) + "\n"))
+
+
+def write_png(path: str | Path, figure: "Figure", *, dpi: int) -> None:
+    """Atomically save a matplotlib figure as a PNG, cropped to its content."""
+    atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=dpi, bbox_inches="tight"), binary=True)

@@ -17,12 +17,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
+from matplotlib.figure import Figure
 
 from .config import TrainConfig
 from .data import additive_ceiling, long_range
+from .io import atomic_write, write_png
 from .runs import Run, find_runs
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "learning_curves_figure",
     "long_range_verdict",
     "model_label",
+    "run_row",
     "summarize",
     "write_report",
 ]
@@ -87,7 +89,8 @@ def model_label(config: TrainConfig) -> str:
     return config.model if attention is None else f"{config.model} ({attention})"
 
 
-def _row(run: Run) -> dict[str, Any]:
+def run_row(run: Run) -> dict[str, Any]:
+    """One run's results: test and best validation accuracy, time, memory, parameters, status."""
     test = run.summary.get("test") or {}
     metrics = pd.DataFrame(run.metrics)
     return {
@@ -111,12 +114,13 @@ def _row(run: Run) -> dict[str, Any]:
     }
 
 
-def collect(runs_dir: str | Path) -> pd.DataFrame:
-    """One row per run folder under ``runs_dir`` (any depth); an empty folder is an error naming it."""
-    runs = find_runs(runs_dir)
+def collect(runs_dir: str | Path, runs: list[Run] | None = None) -> pd.DataFrame:
+    """One row per run folder under ``runs_dir`` (any depth; ``runs`` if already found there); an
+    empty folder is an error naming it."""
+    runs = find_runs(runs_dir) if runs is None else runs
     if not runs:
         raise FileNotFoundError(f"no runs under '{runs_dir}' (a run folder holds summary.json; see `aalib run`)")
-    return pd.DataFrame([_row(run) for run in runs])
+    return pd.DataFrame([run_row(run) for run in runs])
 
 
 def _mean_std(values: pd.Series) -> str:
@@ -186,7 +190,7 @@ def long_range_verdict(runs: pd.DataFrame) -> list[str]:
     return lines
 
 
-def learning_curves_figure(runs: list[Run]) -> plt.Figure:
+def learning_curves_figure(runs: list[Run]) -> Figure:
     """Validation top-1 and training loss per epoch, one line per run, one row per dataset."""
     frames = []
     for run in runs:
@@ -197,7 +201,8 @@ def learning_curves_figure(runs: list[Run]) -> plt.Figure:
             frames.append(frame)
     data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["epoch", "val_top1", "train_loss", "model", "dataset", "seed"])
     datasets = sorted(data["dataset"].unique()) or ["(none)"]
-    fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 3.6 * len(datasets)), squeeze=False)
+    fig = Figure(figsize=(11, 3.6 * len(datasets)))  # not pyplot: the caller displays or saves it, once
+    axes = fig.subplots(len(datasets), 2, squeeze=False)
     for row, dataset in enumerate(datasets):
         part = data[data["dataset"] == dataset]
         for col, (metric, title) in enumerate((("val_top1", "validation top-1 (%)"), ("train_loss", "training loss"))):
@@ -215,44 +220,45 @@ def learning_curves_figure(runs: list[Run]) -> plt.Figure:
     return fig
 
 
-def _scatter(runs: pd.DataFrame, x: str, xlabel: str, log: bool) -> plt.Figure:
+def _scatter(runs: pd.DataFrame, x: str, xlabel: str) -> Figure:
+    """Test top-1 against ``x`` on a log axis, one panel per dataset."""
     datasets = sorted(runs["dataset"].unique())
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
+    fig = Figure(figsize=(5.5 * len(datasets), 4))
+    axes = fig.subplots(1, len(datasets), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         sns.scatterplot(runs[runs["dataset"] == dataset], x=x, y="top1", hue="model", s=80, ax=ax)
-        if log:
-            ax.set_xscale("log")
+        ax.set_xscale("log")
         ax.set(title=dataset, xlabel=xlabel, ylabel="test top-1 (%)")
     fig.tight_layout()
     return fig
 
 
-def accuracy_vs_time_figure(runs: pd.DataFrame) -> plt.Figure:
+def accuracy_vs_time_figure(runs: pd.DataFrame) -> Figure:
     """Test top-1 against total training time, one point per run."""
-    return _scatter(runs, "train_seconds", "training time (s)", log=True)
+    return _scatter(runs, "train_seconds", "training time (s)")
 
 
-def accuracy_vs_parameters_figure(runs: pd.DataFrame) -> plt.Figure:
+def accuracy_vs_parameters_figure(runs: pd.DataFrame) -> Figure:
     """Test top-1 against parameter count, one point per run."""
-    return _scatter(runs, "parameters", "parameters", log=True)
+    return _scatter(runs, "parameters", "parameters")
 
 
 def write_report(runs_dir: str | Path, output_dir: str | Path) -> dict[str, Any]:
     """Tables (CSV) and figures (PNG) of every run under ``runs_dir``, written into ``output_dir``."""
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    runs = collect(runs_dir)
+    found = find_runs(runs_dir)
+    runs = collect(runs_dir, found)
     summary = summarize(runs)
-    runs.to_csv(output_dir / "runs.csv", index=False)
-    summary.to_csv(output_dir / "summary.csv", index=False)
+    for name, table in (("runs", runs), ("summary", summary)):
+        atomic_write(output_dir / f"{name}.csv", lambda handle, table=table: table.to_csv(handle, index=False))
     figures = {
-        "learning_curves": learning_curves_figure(find_runs(runs_dir)),
+        "learning_curves": learning_curves_figure(found),
         "accuracy_vs_time": accuracy_vs_time_figure(runs),
         "accuracy_vs_parameters": accuracy_vs_parameters_figure(runs),
     }
     paths = {}
     for name, fig in figures.items():
         paths[name] = output_dir / f"{name}.png"
-        fig.savefig(paths[name], dpi=110, bbox_inches="tight")
+        write_png(paths[name], fig, dpi=110)
     return {"runs": runs, "summary": summary, "figures": figures, "paths": paths,
             "verdict": long_range_verdict(runs)}

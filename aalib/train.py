@@ -74,6 +74,7 @@ from torch import Tensor, nn
 
 from .config import ConfigError, TrainConfig, config_diff, validate_config
 from .io import atomic_write, write_json
+from .models import count_parameters
 
 __all__ = [
     "METRIC_COLUMNS",
@@ -472,7 +473,8 @@ def evaluate(
         hits = top == labels[:, None]
         n = labels.numel()
         sums += torch.stack(
-            [loss.double() * n, hits[:, 0].sum().double(), hits.any(dim=1).sum().double(), torch.tensor(n, dtype=torch.float64, device=device)]
+            [loss.double() * n, hits[:, 0].sum().double(), hits.any(dim=1).sum().double(),
+             torch.full((), n, dtype=torch.float64, device=device)]  # torch.full: no host-to-device copy
         )
     _all_reduce(sums, info)
     model.train(was_training)
@@ -482,10 +484,10 @@ def evaluate(
     return {"loss": loss_sum / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n, "images": int(n)}
 
 
-def _check_finite(flags: Tensor, upto: int, epoch: int, first_step: int, losses: Tensor, info: DistInfo) -> None:
-    """Raise NonFiniteLoss at the first bad step among ``flags[:upto]`` on any rank (one sync)."""
-    bad = (~flags[:upto]).nonzero()
-    first = torch.tensor([bad[0, 0].item() if bad.numel() else upto], device=flags.device)
+def _check_finite(losses: Tensor, upto: int, epoch: int, first_step: int, info: DistInfo) -> None:
+    """Raise NonFiniteLoss at the first non-finite loss among ``losses[:upto]`` on any rank (one sync)."""
+    bad = (~torch.isfinite(losses[:upto])).nonzero()
+    first = torch.tensor([bad[0, 0].item() if bad.numel() else upto], device=losses.device)
     _all_reduce(first, info, dist.ReduceOp.MIN if info.enabled else None)
     index = int(first.item())
     if index < upto:
@@ -497,11 +499,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def peak_rss_bytes() -> int:
+    """The process's lifetime peak resident memory (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
 def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+    return peak_rss_bytes() / 2**20
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -725,7 +732,7 @@ def _train_one(config: TrainConfig, out_dir: Path, info: DistInfo) -> dict[str, 
     seed_everything(config.seed)
     splits = load_dataset(config)
     model = build_model_for(config, splits.num_classes, tuple(splits.train[0].shape[1:]))
-    parameters = sum(p.numel() for p in model.parameters())
+    parameters = count_parameters(model)
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -836,7 +843,6 @@ def _run(
         from torch.nn.parallel import DistributedDataParallel
 
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    autocast_ctx = lambda: _autocast(config, device)  # noqa: E731
     show = _show_progress(config, info)
 
     try:
@@ -844,7 +850,7 @@ def _run(
                           desc=config.name, unit="epoch", disable=not show, dynamic_ncols=True)
         for epoch in epochs_bar:
             row = _train_epoch(config, info, device, model, train_model, loaders, optimizer, scheduler, criterion,
-                               epoch, steps_per_epoch, autocast_ctx, show)
+                               epoch, steps_per_epoch, show)
             history.append(row)
             improved = row["val_top1"] is not None and not math.isnan(row["val_top1"]) and row["val_top1"] > best_top1
             if "val" not in loaders:
@@ -929,7 +935,6 @@ def _train_epoch(
     criterion: nn.Module,
     epoch: int,
     steps_per_epoch: int,
-    autocast_ctx: Any,
     show: bool,
 ) -> dict[str, float]:
     from tqdm.auto import tqdm
@@ -943,14 +948,13 @@ def _train_epoch(
     train_model.train()
     first_step = (epoch - 1) * steps_per_epoch + 1  # 1-based global step of this epoch's first batch
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss * n, top-1 hits, n
-    finite = torch.ones(steps_per_epoch, dtype=torch.bool, device=device)
-    losses = torch.zeros(steps_per_epoch, dtype=torch.float32, device=device)
+    losses = torch.zeros(steps_per_epoch, dtype=torch.float32, device=device)  # non-finite ones stop the run
     _sync(device)
     start = time.perf_counter()
     bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch}", unit="batch", leave=False,
                disable=not show, dynamic_ncols=True)
     for index, (images, labels) in enumerate(bar):
-        with autocast_ctx():
+        with _autocast(config, device):
             logits = train_model(images)
         loss = criterion(logits.float(), labels)
         step_lr = optimizer.param_groups[0]["lr"]  # the lr this step uses (the scheduler moves it after)
@@ -961,19 +965,18 @@ def _train_epoch(
         with torch.no_grad():
             detached = loss.detach()
             losses[index] = detached
-            finite[index] = torch.isfinite(detached)
             n = labels.numel()
             sums += torch.stack([detached.double() * n, (logits.argmax(dim=1) == labels).sum().double(),
-                                 torch.tensor(float(n), dtype=torch.float64, device=device)])
+                                 torch.full((), n, dtype=torch.float64, device=device)])
         step = first_step + index
         if config.log_every and step % config.log_every == 0:
-            _check_finite(finite, index + 1, epoch, first_step, losses, info)
+            _check_finite(losses, index + 1, epoch, first_step, info)
             value = float(losses[index])
             bar.set_postfix(loss=f"{value:.3f}")
             log.info("epoch %d step %d (%d/%d)  loss %.4f  lr %.4g", epoch, step, index + 1, steps_per_epoch,
                      value, step_lr)
     bar.close()
-    _check_finite(finite, steps_per_epoch, epoch, first_step, losses, info)
+    _check_finite(losses, steps_per_epoch, epoch, first_step, info)
     _all_reduce(sums, info)
     _sync(device)
     train_seconds = time.perf_counter() - start

@@ -77,7 +77,8 @@ papermill notebooks/train.ipynb out.ipynb -f params/smoke.yaml   # the same, by 
 Running it again on the same `out_dir` resumes from the last checkpoint; a finished run is left as it is.
 The parameters are the keys of `aalib.config.TrainConfig` (see `aalib/config.py`), plus `out_dir`."""),
     parameters_cell(_train_parameters()),
-    new_code_cell("""from pathlib import Path
+    new_code_cell("""%matplotlib inline
+from pathlib import Path
 
 from aalib.report import learning_curves_figure
 from aalib.runner import config_from_parameters
@@ -97,17 +98,10 @@ figure"""),
     new_markdown_cell("## Result"),
     new_code_cell("""import pandas as pd
 
-test = run.summary.get("test") or {}
-pd.Series({
-    "status": run.summary["status"],
-    "epochs": run.summary["epochs_completed"],
-    "parameters": f"{run.summary['parameters']:,}",
-    "best val top-1 (%)": max((r["val_top1"] for r in run.metrics), default=float("nan")),
-    "test top-1 (%)": test.get("top1"),
-    "test top-5 (%)": test.get("top5"),
-    "test images": test.get("images"),
-    "seconds per epoch": sum(r["train_seconds"] for r in run.metrics) / max(len(run.metrics), 1),
-}, name=config.name).to_frame()"""),
+from aalib.report import run_row
+
+shown = ["status", "epochs", "parameters", "val_top1_best", "top1", "top5", "test_images", "s_per_epoch"]
+pd.Series(run_row(run), name=config.name)[shown].to_frame()"""),
     ])
 
 
@@ -128,7 +122,8 @@ and the papers' reference numbers (Zagoruyko & Komodakis 2016; Bello et al. 2019
 (`summary.csv`, `runs.csv`) and figures (PNG)."""),
     parameters_cell('''runs_dir: str = "runs/long_range"  # folder holding run folders (any depth)
 output_dir: str = ""  # where tables and figures go; "" means <runs_dir>/report'''),
-    new_code_cell('''from pathlib import Path
+    new_code_cell('''%matplotlib inline
+from pathlib import Path
 
 from IPython.display import Markdown, display
 
@@ -357,9 +352,9 @@ display(explorer.widget)'''),
 
 The query's map in every head of one layer, for each attention model; LAA's global context maps
 below. Saved to `output_dir` when it is set."""),
-    new_code_cell('''from aalib.analysis import attention_figure, attention_sources, plot_context_maps
+    new_code_cell('''from aalib.analysis import attention_figure, plot_context_maps
 
-figure, maps = attention_figure(attention_sources(sources), figure_image, figure_layer, (query_y, query_x))
+figure, maps = attention_figure(sources, figure_image, figure_layer, (query_y, query_x))
 display(figure)
 print("saved:", save_figure(figure, output_dir, "attention_maps.png"))
 for name, query in maps.items():
@@ -410,10 +405,10 @@ display(explorer.widget)'''),
 The same computations for all models at `erf_layer`, saved to `output_dir` when it is set, with
 `erf_summary.json` (theoretical field, ERF radius holding 90 % of the mass, fraction of pixels
 above 5 % of the peak)."""),
-    new_code_cell('''import json
-from pathlib import Path
+    new_code_cell('''from pathlib import Path
 
 from aalib.analysis import attribution_figure, attribution_study, erf_figure, erf_study, erf_summary, theoretical_figure
+from aalib.io import write_json
 
 rf_figure, fields = theoretical_figure(sources)
 display(rf_figure)
@@ -429,7 +424,7 @@ for row in summary:
 for figure, name in ((rf_figure, "theoretical_rf.png"), (erf_plot, "erf.png"), (attribution_plot, "attributions.png")):
     print("saved:", save_figure(figure, output_dir, name))
 if output_dir:
-    (Path(output_dir) / "erf_summary.json").write_text(json.dumps(summary, indent=2))'''),
+    write_json(Path(output_dir) / "erf_summary.json", summary)'''),
     ])
 
 

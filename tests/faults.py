@@ -68,25 +68,27 @@ def _kill_in_save(epoch: int) -> None:
     torch.save = half_then_die
 
 
+class Poisoned(torch.nn.Module):
+    """``inner``'s loss times ``value`` (NaN, inf) from training step ``step`` (1-based) on."""
+
+    def __init__(self, inner: torch.nn.Module, step: int, value: float) -> None:
+        super().__init__()
+        self.inner, self.step, self.value, self.calls = inner, step, value, 0
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        loss = self.inner(logits, labels)
+        if logits.requires_grad:  # a training step (evaluation runs without gradients)
+            self.calls += 1
+            if self.calls >= self.step:
+                return loss * self.value
+        return loss
+
+
 def _bad_loss(step: int, value: float) -> None:
     import aalib.train as train_module
 
     build_criterion = train_module.build_criterion
-
-    class Poisoned(torch.nn.Module):
-        def __init__(self, inner: torch.nn.Module) -> None:
-            super().__init__()
-            self.inner, self.calls = inner, 0
-
-        def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-            loss = self.inner(logits, labels)
-            if logits.requires_grad:  # a training step (evaluation runs without gradients)
-                self.calls += 1
-                if self.calls >= step:
-                    return loss * value
-            return loss
-
-    train_module.build_criterion = lambda config: Poisoned(build_criterion(config))
+    train_module.build_criterion = lambda config: Poisoned(build_criterion(config), step, value)
 
 
 def main() -> int:

@@ -8,9 +8,7 @@ import ast
 import dataclasses
 import importlib.util
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
@@ -20,6 +18,7 @@ import yaml
 
 from aalib.config import ConfigError, TrainConfig
 from aalib.runner import build_report, plan_runs, sweep
+from tinyrun import run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -31,8 +30,7 @@ TINY = ["epochs=1", "dataset_args.train_size=64", "dataset_args.val_size=32", "d
 
 
 def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return run_python(*args, cwd=cwd, timeout=600)
 
 
 def test_source_notebooks_are_committed_without_outputs():

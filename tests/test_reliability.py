@@ -9,7 +9,6 @@ its time importing torch.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -31,52 +30,29 @@ import torch
 
 from aalib.train import CheckpointError, load_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
-SMOKE = ROOT / "params" / "smoke.yaml"
-CIFAR_PARAMS = ROOT / "params" / "seed" / "cifar100_simple_cnn.yaml"
-TINY_PARAMS = ROOT / "params" / "sound" / "tiny_imagenet_laa_wrn.yaml"
 sys.path.insert(0, str(TESTS))
 from formats import write_cifar100, write_tiny_imagenet  # noqa: E402
+from tinyrun import ENV, ROOT, SMOKE, TINY, read_csv, run_python, sets, write_text  # noqa: E402
 
-TINY = [
-    "model_args.attention=null",
-    "dataset_args.train_size=128",
-    "dataset_args.val_size=32",
-    "dataset_args.test_size=32",
-    "batch_size=32",
-    "eval_batch_size=64",
-    "epochs=2",
-    "log_every=2",
-    "progress=false",
-]
+CIFAR_PARAMS = ROOT / "params" / "seed" / "cifar100_simple_cnn.yaml"
+TINY_PARAMS = ROOT / "params" / "sound" / "tiny_imagenet_laa_wrn.yaml"
 COMPARED = ("epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5")  # not the timings
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-
-
-def sets(*overrides: str) -> list[str]:
-    return [arg for override in overrides for arg in ("--set", override)]
-
 
 def aalib(*args: str, fault: str = "", patch: dict[str, Any] | None = None, timeout: float = 240,
           **popen: Any) -> subprocess.CompletedProcess:
     """``python -m aalib ARGS`` (through tests/faults.py when a fault or a patch is given)."""
     env = dict(ENV)
     if fault or patch:
-        command = [sys.executable, str(TESTS / "faults.py"), *args]
+        command = [str(TESTS / "faults.py"), *args]
         env.update(AALIB_FAULT=fault, AALIB_PATCH=json.dumps(patch or {}))
     else:
-        command = [sys.executable, "-m", "aalib", *args]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, **popen)
+        command = ["-m", "aalib", *args]
+    return run_python(*command, env=env, timeout=timeout, **popen)
 
 
 def train_tiny(out: Path, *overrides: str, **kwargs: Any) -> subprocess.CompletedProcess:
     return aalib("train", str(SMOKE), *sets(*TINY, *overrides), "--out", str(out), **kwargs)
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def snapshot(folder: Path) -> dict[str, int]:
@@ -236,9 +212,7 @@ def test_unwritable_output_folder_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def _yaml(folder: Path, text: str) -> str:
-    path = folder / "params.yaml"
-    path.write_text(text)
-    return str(path)
+    return str(write_text(folder, text, "params.yaml"))
 
 
 def _cifar(folder: Path, damage: Callable[[Path], None]) -> list[str]:

@@ -7,12 +7,9 @@ seconds on a 2-core CPU.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -31,23 +28,10 @@ from aalib.data import list_datasets
 from aalib.models import list_models
 from aalib.train import NonFiniteLoss, load_checkpoint, lr_factor, rng_state, save_checkpoint, set_rng_state, train
 
-ROOT = Path(__file__).resolve().parents[1]
-PARAMS = ROOT / "params"
-SMOKE = PARAMS / "smoke.yaml"
+from faults import Poisoned
+from tinyrun import ROOT, SMOKE, TINY, read_csv, run_python, sets, write_text
 
-# A tiny version of the smoke run: plain Simple-CNN (dropout kept, so the RNG state matters),
-# augmentation on (so the loader's per-epoch draws matter), 4 steps per epoch.
-TINY = [
-    "model_args={attention: null}",
-    "dataset_args.train_size=128",
-    "dataset_args.val_size=32",
-    "dataset_args.test_size=32",
-    "batch_size=32",
-    "eval_batch_size=64",
-    "epochs=2",
-    "log_every=2",
-    "progress=false",
-]
+PARAMS = ROOT / "params"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -65,21 +49,7 @@ def tiny_config(*overrides: str) -> TrainConfig:
 
 
 def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    return write_text(tmp_path, text, name)
 
 
 # --- strict configuration -------------------------------------------------------------------
@@ -379,25 +349,10 @@ def test_checkpoint_from_another_config_is_refused(straight_run):
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
 
 
-class _NaNAfter(torch.nn.Module):
-    """Cross-entropy that turns NaN after ``steps`` training calls (calls with gradients)."""
-
-    def __init__(self, steps: int):
-        super().__init__()
-        self.steps, self.calls = steps, 0
-
-    def forward(self, logits, labels):
-        loss = torch.nn.functional.cross_entropy(logits, labels)
-        if logits.requires_grad:
-            self.calls += 1
-            if self.calls > self.steps:
-                return loss * float("nan")
-        return loss
-
-
 @pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setattr(train_module, "build_criterion", lambda config: _NaNAfter(steps=4 + 1))
+    build_criterion = train_module.build_criterion  # NaN from step 6: the second step of epoch 2
+    monkeypatch.setattr(train_module, "build_criterion", lambda config: Poisoned(build_criterion(config), 6, float("nan")))
     summary = train(tiny_config("epochs=3", "log_every=0"), tmp_path)
     assert summary["status"] == "failed"
     assert "epoch 2, step 6" in summary["reason"] and "non-finite" in summary["reason"]
@@ -433,48 +388,47 @@ def test_bf16_autocast_and_channels_last_run_on_cpu(tmp_path):
 def test_cli_config_errors_exit_non_zero_without_traceback(tmp_path):
     out = tmp_path / "out"
     bad = write(tmp_path, "model: wrn\nlearning_rate: 0.1\n")
-    result = run_cli("-m", "aalib", "train", str(bad), "--out", str(out))
+    result = run_python("-m", "aalib", "train", str(bad), "--out", str(out))
     assert result.returncode == 2
     assert "learning_rate" in result.stderr and "valid keys:" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     broken = write(tmp_path, "lr: [0.1\n", name="broken.yaml")
-    result = run_cli("-m", "aalib", "train", str(broken), "--set", "epochs=0", "--out", str(out))
+    result = run_python("-m", "aalib", "train", str(broken), "--set", "epochs=0", "--out", str(out))
     assert result.returncode == 2 and "broken.yaml: invalid YAML" in result.stderr and "Traceback" not in result.stderr
-    result = run_cli("-m", "aalib", "train", str(SMOKE), "--set", "lr=-1", "--out", str(out))
+    result = run_python("-m", "aalib", "train", str(SMOKE), "--set", "lr=-1", "--out", str(out))
     assert result.returncode == 2 and "lr must be a positive" in result.stderr
     # A dataset that is not on disk: one line saying so, and nothing written.
-    result = run_cli("-m", "aalib", "train", str(PARAMS / "seed" / "cifar100_wrn.yaml"),
-                     "--set", f"data_root={tmp_path / 'empty'}", "--out", str(out))
+    result = run_python("-m", "aalib", "train", str(PARAMS / "seed" / "cifar100_wrn.yaml"),
+                        "--set", f"data_root={tmp_path / 'empty'}", "--out", str(out))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "not found" in result.stderr.splitlines()[0] and "CIFAR-100" in result.stderr  # then how to get it
     assert not out.exists()
-    result = run_cli("-m", "aalib")
+    result = run_python("-m", "aalib")
     assert result.returncode == 2 and "COMMAND" in result.stderr
-    result = run_cli("-m", "aalib", "train", "--help")
+    result = run_python("-m", "aalib", "train", "--help")
     assert result.returncode == 0 and "--set" in result.stdout and "--out" in result.stdout
 
 
 @pytest.mark.slow
 def test_cli_trains_then_reports_a_finished_run(tmp_path):
     out = tmp_path / "run"
-    sets = [a for s in [*TINY, "epochs=1"] for a in ("--set", s)]
-    first = run_cli("-m", "aalib", "train", str(SMOKE), *sets, "--out", str(out))
+    tiny = sets(*TINY, "epochs=1")
+    first = run_python("-m", "aalib", "train", str(SMOKE), *tiny, "--out", str(out))
     assert first.returncode == 0, first.stderr
     assert "epoch 1/1" in first.stderr
     stamp = (out / "last.pt").stat().st_mtime_ns
-    again = run_cli("-m", "aalib", "train", str(SMOKE), *sets, "--out", str(out))
+    again = run_python("-m", "aalib", "train", str(SMOKE), *tiny, "--out", str(out))
     assert again.returncode == 0 and "nothing to do" in again.stderr
     assert (out / "last.pt").stat().st_mtime_ns == stamp
-    other = run_cli("-m", "aalib", "train", str(SMOKE), *sets, "--set", "lr=0.5", "--out", str(out))
+    other = run_python("-m", "aalib", "train", str(SMOKE), *tiny, "--set", "lr=0.5", "--out", str(out))
     assert other.returncode == 2 and "keys differ: lr: 0.05 -> 0.5" in other.stderr and "Traceback" not in other.stderr
 
 
 @pytest.mark.slow
 def test_ddp_two_processes_on_gloo(tmp_path):
     out = tmp_path / "ddp"
-    sets = [a for s in TINY for a in ("--set", s)]
-    result = run_cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                     "-m", "aalib", "train", str(SMOKE), *sets, "--out", str(out))
+    result = run_python("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "aalib", "train", str(SMOKE), *sets(*TINY), "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "metrics.csv", "summary.json", "train.log"]
     rows = read_csv(out / "metrics.csv")

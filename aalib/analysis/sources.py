@@ -20,8 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data import ImageSplits, build_dataset
-from ..layers import AugmentedConv2d
-from ..models import build_model
+from ..models import attention_layers, build_model
 from ..runs import Run, find_runs
 
 __all__ = ["ModelSource", "from_run", "untrained_sources", "load_sources", "as_sources", "reinitialised", "FALLBACK_ATTENTIONS"]
@@ -54,8 +53,8 @@ class ModelSource:
     @property
     def attention(self) -> str | None:
         """``"softmax"``, ``"linear"`` or None: the kind of the model's first AA/LAA layer."""
-        kinds = [m.attention for m in self.untrained.modules() if isinstance(m, AugmentedConv2d)]
-        return kinds[0] if kinds else None
+        layers = attention_layers(self.untrained)
+        return layers[0][1].attention if layers else None
 
     @property
     def image_size(self) -> tuple[int, int]:

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from torch import Tensor, nn
 from aalib.attention import attention_weights
 from aalib.io import write_json
 from aalib.layers import AugmentedConv2d
+from aalib.train import peak_rss_bytes
 
 __all__ = ["BATCH", "CHANNELS", "DK", "DV", "HEADS", "IMPLS", "VARIANTS", "LAYER_VARIANTS", "Case", "NaiveAugmentedConv2d",
            "naive_map_bytes", "run_case", "run_in_subprocess", "case_env", "sweep_plan", "sweep", "machine_info", "main"]
@@ -112,14 +112,14 @@ def _reset_cpu_peak() -> int:
             refs.write("5")
         return _status_kib("VmRSS") * 1024
     except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return peak_rss_bytes()
 
 
 def _cpu_peak() -> int:
     try:
         return _status_kib("VmHWM") * 1024
     except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return peak_rss_bytes()
 
 
 def run_case(case: Case) -> dict:

@@ -18,7 +18,6 @@ import argparse
 import logging
 import os
 import platform
-import resource
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ import torch
 
 from ..config import load_config
 from ..io import write_json
+from ..train import peak_rss_bytes
 
 __all__ = ["TOLERANCE", "rss_mib", "run", "main"]
 
@@ -42,8 +42,7 @@ def rss_mib() -> float:
         with open("/proc/self/statm", encoding="ascii") as handle:
             return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+        return peak_rss_bytes() / 2**20
 
 
 class _EpochRSS(logging.Handler):
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.epochs < 3:
         parser.error("--epochs must be at least 3 (the verdict compares the last epoch with the second)")
-    result = {"command": " ".join(["python -m aalib.bench soak", *(argv if argv is not None else sys.argv[2:])]),
+    result = {"command": " ".join(["python -m aalib.bench soak", *(argv if argv is not None else sys.argv[1:])]),
               **run(args.epochs, args.overrides)}
     write_json(args.out, result)
     verdict = "within" if result["passed"] else "NOT within"

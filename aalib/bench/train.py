@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ import torch.nn.functional as F
 
 from ..io import write_json
 from ..models import build_model, count_parameters
+from ..train import peak_rss_bytes
 
 __all__ = ["MODEL_SPECS", "VARIANTS", "measure", "run", "main"]
 
@@ -65,12 +65,6 @@ DEFAULTS = {  # per device: batch size, timed steps, warm-up steps, variants
 }
 _RESULT_TAG = "AALIB_BENCH_RESULT "
 _MIB = 2**20
-
-
-def _maxrss_bytes() -> int:
-    # ru_maxrss is KiB on Linux, bytes on macOS
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def _cpu_name() -> str:
@@ -165,7 +159,7 @@ def measure(
     name, options, family = MODEL_SPECS[spec]
 
     sync()
-    rss_before = _maxrss_bytes()
+    rss_before = peak_rss_bytes()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         allocated_before = torch.cuda.memory_allocated()
@@ -208,7 +202,7 @@ def measure(
         record["peak_allocated_mib"] = peak / _MIB
         record["memory_method"] = "torch.cuda.max_memory_allocated() - memory_allocated() before the steps"
     else:
-        rss_after = _maxrss_bytes()
+        rss_after = peak_rss_bytes()
         record["peak_mib"] = (rss_after - rss_before) / _MIB
         record["maxrss_mib"] = rss_after / _MIB
         record["memory_method"] = "ru_maxrss after the steps - ru_maxrss before them (fresh process)"

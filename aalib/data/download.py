@@ -1,8 +1,8 @@
 """Checked downloads and safe archive extraction.
 
-* :func:`download_file` writes to a temporary file beside the destination, verifies its md5 and
-  only then renames it into place (``os.replace`` is atomic on one file system), so an
-  interrupted or corrupted download never looks like a finished one.
+* :func:`download_file` streams into :func:`aalib.io.atomic_write`'s temporary file beside the
+  destination and verifies the md5 before the file is moved into place, so an interrupted or
+  corrupted download never looks like a finished one.
 * :func:`safe_extract` refuses archive members that would land outside the target folder:
   absolute paths, ``..`` components, links pointing outside, members written through a link,
   and device files ("zip slip", CVE-2007-4559). On Python versions that have it, tar extraction
@@ -12,17 +12,18 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import posixpath
 import re
 import stat
 import tarfile
-import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
+from typing import IO
 
 from tqdm.auto import tqdm
+
+from ..io import atomic_write
 
 __all__ = ["ChecksumError", "download_file", "file_md5", "safe_extract"]
 
@@ -53,21 +54,14 @@ def download_file(url: str, dest: str | Path, md5: str, *, progress: bool = True
     dest = Path(dest)
     if dest.is_file() and file_md5(dest) == md5:
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
+
+    def fetch(out: IO[bytes]) -> None:  # raising here leaves no file behind (atomic_write)
         digest = hashlib.md5(usedforsecurity=False)
         request = urllib.request.Request(url, headers={"User-Agent": "aalib"})
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
-            with tqdm(
-                total=int(length) if length else None,
-                unit="B",
-                unit_scale=True,
-                desc=f"download {dest.name}",
-                disable=not progress,
-            ) as bar:
+            with tqdm(total=int(length) if length else None, unit="B", unit_scale=True,
+                      desc=f"download {dest.name}", disable=not progress) as bar:
                 while block := response.read(_CHUNK):
                     out.write(block)
                     digest.update(block)
@@ -75,10 +69,8 @@ def download_file(url: str, dest: str | Path, md5: str, *, progress: bool = True
         got = digest.hexdigest()
         if got != md5:
             raise ChecksumError(f"md5 of {url} is {got}, expected {md5}: download corrupted or file changed")
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    atomic_write(dest, fetch, binary=True)
     return dest
 
 

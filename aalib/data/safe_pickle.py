@@ -10,12 +10,11 @@ documentation's "Restricting Globals" section.
 from __future__ import annotations
 
 import importlib
-import io
 import pickle
 from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["ALLOWED_GLOBALS", "UnsafePickleError", "load_restricted", "loads_restricted"]
+__all__ = ["ALLOWED_GLOBALS", "UnsafePickleError", "load_restricted"]
 
 # (module, name) -> (module to import, name). Python 2 files say "numpy.core.multiarray" and
 # "__builtin__"; numpy 2 moved numpy.core to numpy._core (importing the old path warns).
@@ -68,7 +67,3 @@ def load_restricted(file: BinaryIO | str | Path, *, encoding: str = "latin1") ->
             return _RestrictedUnpickler(handle, encoding=encoding).load()
     return _RestrictedUnpickler(file, encoding=encoding).load()
 
-
-def loads_restricted(data: bytes, *, encoding: str = "latin1") -> Any:
-    """:func:`load_restricted` for an in-memory pickle."""
-    return load_restricted(io.BytesIO(data), encoding=encoding)
