@@ -23,13 +23,15 @@ logit is ``q_i.k_j + Lh_i[y_j] + Lw_i[x_j]``. Two exact kernels use this (``back
   ``dkh + H + W`` multiply-adds instead of ``dkh`` (136 instead of 8 at 64 x 64, dkh = 8).
 * ``"blocked"``: FlashAttention's recipe (Dao et al. 2022) in PyTorch ops: queries in blocks of
   at most ``_BLOCK_LOGITS`` logits (all heads together), ``Lh``/``Lw`` added to each block by
-  broadcasting, the block's softmax statistics kept (log-sum-exp per query), and the backward pass
-  recomputing each block from them. Memory: one block plus ``O(N (dkh + dvh + H + W))`` per head;
-  work: ``dkh`` multiply-adds per logit and a few passes over a cache-sized block.
+  broadcasting, and the backward pass recomputing each block's weights rather than storing the
+  ``N x N`` map. Memory: one block plus ``O(N (dkh + dvh + H + W))`` per head; work: ``dkh``
+  multiply-adds per logit and a few passes over a cache-sized block. On small maps
+  (``N <= dkh + H + W``, as in the seed's models) the whole map is no larger than that bound, so
+  the forward pass keeps it and the backward pass skips the recomputation (one product fewer).
 
 ``backend="auto"`` takes ``"blocked"`` on the CPU where a measured cost model says the fused
 kernel's widened or padded head costs more than the blocked kernel's passes (relative logits from
-about 16 x 16 up: 2.3x faster at 64 x 64, dkh = 8, on 2 cores; or values much narrower than keys,
+about 16 x 16 up: 3.9x faster at 64 x 64, dkh = 8, on 2 cores; or values much narrower than keys,
 as in the seed's models) and ``"fused"`` otherwise, and always on CUDA, where the fused kernels
 run the wide head on tensor cores. FlexAttention
 with a ``score_mod`` would add the bias inside a fused kernel, but it has no backward on the CPU
@@ -166,17 +168,35 @@ def _block_plan(groups: int, n: int, max_rows: int) -> tuple[int, int]:
     return max(1, min(groups, _BLOCK_LOGITS // (rows * n))), rows
 
 
+def _matmul_into(out: Tensor, a: Tensor, b: Tensor, beta: int, alpha: float = 1.0) -> None:
+    """``out = alpha a @ b`` (``beta=0``) or ``out += alpha a @ b`` (``beta=1``), batched, in place.
+
+    Computed as ``out^T = b^T a^T`` when ``out`` is a transposed view (a layer's q, k, v are views
+    of a convolution's (d, N) output, and so are their gradients): BLAS then writes contiguous
+    rows instead of PyTorch looping over the batch.
+    """
+    if not out.is_contiguous() and out.transpose(-2, -1).is_contiguous():
+        out, a, b = out.transpose(-2, -1), b.transpose(-2, -1), a.transpose(-2, -1)
+    out.baddbmm_(a, b, beta=beta, alpha=alpha)
+
+
 class _BlockedAttention(torch.autograd.Function):
     """Exact softmax attention over blocks of (heads, queries) against all keys, with the relative
     logits ``lh``/``lw`` broadcast onto each block; the backward pass recomputes each block's
-    weights instead of storing them (FlashAttention's recipe, Dao et al. 2022). Tensors are
-    ``(G, N, d)`` with ``G = B * heads``; ``q``, ``lh``, ``lw`` arrive scaled by ``1/sqrt(dkh)``.
+    weights instead of storing them (FlashAttention's recipe, Dao et al. 2022) unless the whole
+    map fits the memory bound (``N <= max_rows``), when it keeps them. Tensors are
+    ``(G, N, d)`` with ``G = B * heads``; ``lh``, ``lw`` arrive scaled by ``1/sqrt(dkh)``, and
+    the products with ``q`` take the scale as a factor of the matrix product (no scaled copy of q).
     """
 
     @staticmethod
-    def _weights(q: Tensor, kt: Tensor, lh: Tensor | None, lw: Tensor | None, heads: slice, rows: slice) -> Tensor:
-        """``softmax_j(q_i.k_j + lh[i, y_j] + lw[i, x_j])`` for one block: (g, C, N)."""
-        logits = q[heads, rows] @ kt[heads]  # g, C, N
+    def _weights(
+        q: Tensor, kt: Tensor, lh: Tensor | None, lw: Tensor | None, scale: float, heads: slice, rows: slice
+    ) -> Tensor:
+        """``softmax_j(scale q_i.k_j + lh[i, y_j] + lw[i, x_j])`` for one block: (g, C, N)."""
+        q_block, kt_block = q[heads, rows], kt[heads]
+        logits = q.new_empty(*q_block.shape[:2], kt.shape[-1])  # g, C, N
+        logits.baddbmm_(q_block, kt_block, beta=0, alpha=scale)
         if lh is not None:
             grid = logits.unflatten(-1, (lh.shape[-1], lw.shape[-1]))  # g, C, H, W (a view)
             grid.add_(lh[heads, rows, :, None]).add_(lw[heads, rows, None, :])
@@ -191,39 +211,46 @@ class _BlockedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: FunctionCtx, q: Tensor, k: Tensor, v: Tensor, lh: Tensor | None, lw: Tensor | None, max_rows: int
+        ctx: FunctionCtx, q: Tensor, k: Tensor, v: Tensor, lh: Tensor | None, lw: Tensor | None, scale: float,
+        max_rows: int,
     ) -> Tensor:
         plan = _block_plan(q.shape[0], q.shape[1], max_rows)
         kt = k.transpose(-2, -1)  # G, dkh, N
-        out = q.new_empty(*q.shape[:2], v.shape[-1])  # G, N, dvh
+        out = torch.empty_like(v)  # G, N, dvh, laid out as v (a layer then reshapes it without a copy)
+        keep = q.shape[1] <= max_rows  # the whole (N, N) map per head fits the O(N max_rows) bound
+        kept = []
         for heads, rows in _BlockedAttention._blocks(q, plan):
-            weights = _BlockedAttention._weights(q, kt, lh, lw, heads, rows)  # g, C, N
-            torch.matmul(weights, v[heads], out=out[heads, rows])
-        ctx.save_for_backward(q, k, v, lh, lw, out)
-        ctx.plan = plan
+            weights = _BlockedAttention._weights(q, kt, lh, lw, scale, heads, rows)  # g, C, N
+            _matmul_into(out[heads, rows], weights, v[heads], 0)
+            if keep:
+                kept.append(weights)
+        ctx.save_for_backward(q, k, v, lh, lw, out, *kept)
+        ctx.plan, ctx.scale = plan, scale
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        q, k, v, lh, lw, out = ctx.saved_tensors
-        grad_out = grad_out.contiguous()
+        q, k, v, lh, lw, out, *kept = ctx.saved_tensors
+        if not (grad_out.is_contiguous() or grad_out.transpose(-2, -1).is_contiguous()):
+            grad_out = grad_out.contiguous()  # e.g. the expanded gradient of a sum(); BLAS needs a unit stride
         delta = (grad_out * out).sum(dim=-1, keepdim=True)  # G, N, 1: sum_j P_ij dP_ij
         kt, vt = k.transpose(-2, -1), v.transpose(-2, -1)
-        grad_q, grad_k, grad_v = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         grad_lh = None if lh is None else torch.empty_like(lh)
         grad_lw = None if lw is None else torch.empty_like(lw)
-        for heads, rows in _BlockedAttention._blocks(q, ctx.plan):
-            weights = _BlockedAttention._weights(q, kt, lh, lw, heads, rows)  # P: g, C, N
-            grad_v[heads] += weights.transpose(-2, -1) @ grad_out[heads, rows]
+        for index, (heads, rows) in enumerate(_BlockedAttention._blocks(q, ctx.plan)):
+            weights = kept[index] if kept else _BlockedAttention._weights(q, kt, lh, lw, ctx.scale, heads, rows)  # P
+            beta = 0 if rows.start == 0 else 1  # a head group's first query block sets dK and dV, later ones add
+            _matmul_into(grad_v[heads], weights.transpose(-2, -1), grad_out[heads, rows], beta)
             grad_logits = (grad_out[heads, rows] @ vt[heads]).sub_(delta[heads, rows]).mul_(weights)  # P (dP - delta)
-            grad_q[heads, rows] = grad_logits @ k[heads]
-            grad_k[heads] += grad_logits.transpose(-2, -1) @ q[heads, rows]
+            _matmul_into(grad_q[heads, rows], grad_logits, k[heads], 0, ctx.scale)
+            _matmul_into(grad_k[heads], grad_logits.transpose(-2, -1), q[heads, rows], beta, ctx.scale)
             if lh is not None:
                 grid = grad_logits.unflatten(-1, (lh.shape[-1], lw.shape[-1]))  # g, C, H, W
-                grad_lh[heads, rows] = grid.sum(dim=-1)
-                grad_lw[heads, rows] = grid.sum(dim=-2)
-        return grad_q, grad_k, grad_v, grad_lh, grad_lw, None
+                torch.sum(grid, dim=-1, out=grad_lh[heads, rows])
+                torch.sum(grid, dim=-2, out=grad_lw[heads, rows])
+        return grad_q, grad_k, grad_v, grad_lh, grad_lw, None, None
 
 
 def _blocked_attention(
@@ -232,8 +259,8 @@ def _blocked_attention(
 ) -> Tensor:
     """The "blocked" kernel, computed in float32 or wider (softmax statistics need the range).
 
-    The relative logits come from the scaled queries, so they arrive scaled with no extra copy.
-    A block holds at most ``dkh + H + W`` queries per head (``dkh`` without relative logits), so
+    The scale reaches the relative logits through the (small) tables and the q.k products as a
+    factor of the matrix products, so no scaled copy of q is made. A block holds at most ``dkh + H + W`` queries per head (``dkh`` without relative logits), so
     its logits never outnumber the fused kernel's extended queries: ``O(N (dkh + H + W))`` per head.
     """
     batch, heads, n, dkh = q.shape
@@ -243,11 +270,13 @@ def _blocked_attention(
         return t.reshape(batch * heads, n, t.shape[-1])  # B * heads, N, d (a view of a layer's q, k, v)
 
     with torch.autocast(q.device.type, enabled=False):
-        q_scaled = q.to(dtype) * scale
-        bias = (None, None) if grid is None else relative_logits(q_scaled, rel_h.to(dtype), rel_w.to(dtype), grid)
+        q_wide = q.to(dtype)
+        bias = None, None
+        if grid is not None:
+            bias = relative_logits(q_wide, rel_h.to(dtype) * scale, rel_w.to(dtype) * scale, grid)
         max_rows = dkh + (0 if grid is None else sum(grid))
-        out = _BlockedAttention.apply(flat(q_scaled), flat(k.to(dtype)), flat(v.to(dtype)),
-                                      *[None if t is None else flat(t) for t in bias], max_rows)
+        out = _BlockedAttention.apply(flat(q_wide), flat(k.to(dtype)), flat(v.to(dtype)),
+                                      *[None if t is None else flat(t) for t in bias], scale, max_rows)
     return out.view(batch, heads, n, v.shape[-1]).to(q.dtype)  # B, heads, N, dvh
 
 
@@ -256,10 +285,14 @@ def _cpu_prefers_blocked(dkh: int, dvh: int, extra: int) -> bool:
     multiply-adds (q.k and p.v at the padded width ``head`` of ``dkh + extra`` and ``dvh``), the
     blocked one ``dkh + dvh`` plus its passes over the block, worth :data:`_BLOCKED_PASSES`.
 
-    Fitted on 2 cores (forward + backward, fused / blocked time): relative logits at 64 x 64,
-    dkh = 8: 2.3; 32 x 32, dkh = 20: 1.8; 16 x 16, dkh = 20: 1.13; 16 x 16, dkh = 8: 0.95; 8 x 8,
-    dkh = 20: 0.82; no positions, dkh = dvh = 8: 0.38; no positions, dkh = 256, dvh = 64 (the
-    seed's first stage): 1.27. The rule picks the faster kernel in each of these.
+    Fitted on 2 cores (forward + backward, fused / blocked time, inputs laid out as a layer's):
+    relative logits at 64 x 64, dkh = 8: 3.9; 32 x 32, dkh = 20: 1.9; 16 x 16, dkh = 20: 1.16;
+    8 x 8, dkh = 20: 0.74; no positions, dkh = dvh = 8 at 16 x 16: 0.51; no positions, dkh = 256,
+    dvh = 64 (the seed's first stage): 1.87. The rule picks the faster kernel in each of these.
+    Near the boundary the heads count matters more than the rule sees: at 16 x 16, dkh = 8, the
+    fused kernel it picks is 1.14x faster with 4 heads (the benchmark's layer) and 1.18x slower
+    with 8; at 32 x 32, dkh = 8, 4 heads, the blocked kernel it picks is 5 % slower; at 32 x 32 and
+    64 x 64 without positions, the fused kernel it picks is 8 % slower.
     """
     return 2 * _fused_head(dkh + extra, dvh) > dkh + dvh + _BLOCKED_PASSES
 

@@ -84,6 +84,7 @@ class TrainConfig:
     bf16: bool = False  # bfloat16 autocast for forward and loss (also allowed on the CPU)
     channels_last: bool = False  # NHWC memory format for the model and its input batches
     compile: bool = False  # torch.compile the model (model.compile(), before the DDP wrapper)
+    retain_freed_memory: bool = True  # glibc: keep freed host memory for reuse, no page faults each step (aalib.memory)
     # --- bookkeeping ---------------------------------------------------------------------------
     log_every: int = 100  # a log line every this many steps (0: epoch lines only)
     progress: bool = True  # tqdm bars (shown only on a TTY and on rank 0 anyway)
@@ -92,7 +93,8 @@ class TrainConfig:
 # Keys that may differ between a checkpoint and the config resuming it: they change where or how
 # fast a run goes, not what it computes.
 RESUME_NEUTRAL_KEYS: frozenset[str] = frozenset(
-    {"name", "device", "data_root", "download", "compile", "eval_batch_size", "log_every", "progress", "seeds"}
+    {"name", "device", "data_root", "download", "compile", "retain_freed_memory", "eval_batch_size", "log_every",
+     "progress", "seeds"}
 )
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}

@@ -8,7 +8,8 @@ explicit formula, ``attention_weights(q, k) @ v``: the ``(B, heads, N, N)`` logi
 are materialised, as in Bello et al.'s published code and the public ports. Each case runs in a
 fresh subprocess so that its peak memory is its own: on the CPU the rise of the process's peak
 resident memory over the forward + backward passes, on CUDA ``torch.cuda.max_memory_allocated``
-minus the memory held before them. Time is the median of ``--repeats`` runs after a warm-up.
+minus the memory held before them. Host memory is kept for reuse as in training
+(:func:`aalib.memory.retain_freed_memory`). Time is the median of ``--repeats`` runs after a warm-up.
 Cheap cases keep running past ``--repeats`` until ``--min-seconds`` of runs are timed (at most
 50): on a shared 2-core VM one run of a 100 ms case varies 3x, and a median of many is stable.
 Compare the rows of one run with each other (ratios); absolute times depend on the machine.
@@ -38,7 +39,7 @@ from torch import Tensor, nn
 from aalib.attention import attention_weights
 from aalib.io import write_json
 from aalib.layers import AugmentedConv2d
-from aalib.train import peak_rss_bytes
+from aalib.memory import peak_rss_bytes, retain_freed_memory
 
 __all__ = ["BATCH", "CHANNELS", "DK", "DV", "HEADS", "IMPLS", "VARIANTS", "LAYER_VARIANTS", "Case", "NaiveAugmentedConv2d",
            "naive_map_bytes", "run_case", "run_in_subprocess", "case_env", "sweep_plan", "sweep", "machine_info", "main"]
@@ -123,7 +124,12 @@ def _cpu_peak() -> int:
 
 
 def run_case(case: Case) -> dict:
-    """Build the layer and input, then time forward + backward; returns ms and peak MiB."""
+    """Build the layer and input, then time forward + backward; returns ms and peak MiB.
+
+    Host memory is handled as in training (:func:`aalib.memory.retain_freed_memory`, for this
+    whole process): freed blocks are reused instead of unmapped and faulted in again every run.
+    """
+    retain_freed_memory()
     torch.manual_seed(0)
     device = torch.device(case.device)
     spec = VARIANTS[case.variant]

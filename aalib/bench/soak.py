@@ -28,7 +28,7 @@ import torch
 
 from ..config import load_config
 from ..io import write_json
-from ..train import peak_rss_bytes
+from ..memory import peak_rss_bytes
 
 __all__ = ["TOLERANCE", "rss_mib", "run", "main"]
 

@@ -13,6 +13,9 @@ Every (model, variant) runs in a fresh subprocess so that peak memory is its own
 * CUDA: ``torch.cuda.max_memory_allocated()`` during the steps minus the memory allocated before
   them (the absolute peak, weights included, is in the JSON as well).
 
+Host memory: as in training (``retain_freed_memory``, on by default), each run first calls
+:func:`aalib.memory.retain_freed_memory`; ``--system-malloc`` measures with glibc's defaults.
+
 Variants: ``fp32`` everywhere; on CUDA also ``bf16-cl`` (bf16 autocast + channels_last) and
 ``compile`` (``torch.compile``, fp32). The CPU default batch is 32 (the seed used 128) to keep the
 default run within a few minutes on a laptop; ``--batch-size 128`` restores it.
@@ -40,7 +43,7 @@ import torch.nn.functional as F
 
 from ..io import write_json
 from ..models import build_model, count_parameters
-from ..train import peak_rss_bytes
+from ..memory import peak_rss_bytes, retain_freed_memory
 
 __all__ = ["MODEL_SPECS", "VARIANTS", "measure", "run", "main"]
 
@@ -142,10 +145,12 @@ def measure(
     num_classes: int = 100,
     threads: int | None = None,
     seed: int = 0,
+    retain_memory: bool = True,
 ) -> dict[str, Any]:
     """Time ``repeats`` training steps of model ``spec`` after ``warmup`` untimed ones.
 
     Memory is only meaningful in a fresh process (:func:`run` starts one per measurement).
+    ``retain_memory`` applies :func:`aalib.memory.retain_freed_memory` first, as the trainer does.
     """
     if spec not in MODEL_SPECS:
         raise ValueError(f"unknown model spec {spec!r}; known: {', '.join(MODEL_SPECS)}")
@@ -155,6 +160,7 @@ def measure(
         raise ValueError("device='cuda' but torch.cuda.is_available() is False")
     if threads is not None:
         torch.set_num_threads(threads)
+    retained = retain_memory and retain_freed_memory()
     step, sync, params = _training_step(spec, variant, device, batch_size, image_size, num_classes, seed)
     name, options, family = MODEL_SPECS[spec]
 
@@ -189,6 +195,7 @@ def measure(
         "num_classes": num_classes,
         "params": params,
         "threads": torch.get_num_threads(),
+        "retain_freed_memory": retained,
         "warmup_steps": warmup,
         "warmup_s": warmup_s,
         "step_s": times,
@@ -232,6 +239,7 @@ def interleaved_step_times(
     image_size: int = 32,
     num_classes: int = 100,
     threads: int | None = None,
+    retain_memory: bool = True,
 ) -> dict[tuple[str, str], list[float]]:
     """Step times of several (model, variant) pairs measured round-robin in this process.
 
@@ -240,6 +248,8 @@ def interleaved_step_times(
     """
     if threads is not None:
         torch.set_num_threads(threads)
+    if retain_memory:
+        retain_freed_memory()
     steps = {job: _training_step(*job, device, batch_size, image_size, num_classes)[:2] for job in jobs}
     for step, sync in steps.values():
         for _ in range(warmup):
@@ -286,6 +296,7 @@ def run(
     image_size: int = 32,
     num_classes: int = 100,
     threads: int | None = None,
+    retain_memory: bool = True,
     subprocesses: bool = True,
     interleave: bool = False,
     timeout: float = 1800.0,
@@ -309,6 +320,7 @@ def run(
             "image_size": image_size,
             "num_classes": num_classes,
             "threads": threads,
+            "retain_memory": retain_memory,
         }
         if subprocesses:
             record = _run_subprocess(job, timeout)
@@ -324,7 +336,7 @@ def run(
         log(f"timing {len(ok)} runs round-robin in one process ({repeats} rounds)")
         times = interleaved_step_times(
             ok, device=device, batch_size=batch_size, repeats=repeats, warmup=warmup,
-            image_size=image_size, num_classes=num_classes, threads=threads,
+            image_size=image_size, num_classes=num_classes, threads=threads, retain_memory=retain_memory,
         )
         for r in records:
             if (r.get("model"), r.get("variant")) in times:
@@ -374,6 +386,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--num-classes", type=int, default=100)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in each run (default: torch's)")
+    parser.add_argument(
+        "--system-malloc", action="store_true",
+        help="leave glibc's malloc thresholds as they are (the trainer's retain_freed_memory=false)",
+    )
     parser.add_argument("--out", type=Path, default=Path("results/bench_train.json"))
     parser.add_argument("--in-process", action="store_true", help="no subprocesses (peak memory then not per model)")
     parser.add_argument(
@@ -428,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         image_size=args.image_size,
         num_classes=args.num_classes,
         threads=args.threads,
+        retain_memory=not args.system_malloc,
         subprocesses=not args.in_process,
         interleave=args.interleave,
     )
@@ -455,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
             "subprocess_per_run": not args.in_process,
             "timing": "interleaved" if args.interleave else "isolated",
             "optimizer": "SGD lr 0.01, Nesterov momentum 0.9",
+            "retain_freed_memory": not args.system_malloc,
         },
         "key_ratios": ratios,
         "results": records,
