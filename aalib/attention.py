@@ -260,8 +260,9 @@ def _blocked_attention(
     """The "blocked" kernel, computed in float32 or wider (softmax statistics need the range).
 
     The scale reaches the relative logits through the (small) tables and the q.k products as a
-    factor of the matrix products, so no scaled copy of q is made. A block holds at most ``dkh + H + W`` queries per head (``dkh`` without relative logits), so
-    its logits never outnumber the fused kernel's extended queries: ``O(N (dkh + H + W))`` per head.
+    factor of the matrix products, so no scaled copy of q is made. A block holds at most
+    ``dkh + H + W`` queries per head (``dkh`` without relative logits), so its logits never
+    outnumber the fused kernel's extended queries: ``O(N (dkh + H + W))`` per head.
     """
     batch, heads, n, dkh = q.shape
     dtype = torch.promote_types(q.dtype, torch.float32)
