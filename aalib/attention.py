@@ -168,6 +168,11 @@ def _block_plan(groups: int, n: int, max_rows: int) -> tuple[int, int]:
     return max(1, min(groups, _BLOCK_LOGITS // (rows * n))), rows
 
 
+def _is_transposed(t: Tensor) -> bool:
+    """Whether ``t`` is the transpose of a contiguous tensor in its last two dimensions."""
+    return not t.is_contiguous() and t.transpose(-2, -1).is_contiguous()
+
+
 def _matmul_into(out: Tensor, a: Tensor, b: Tensor, beta: int, alpha: float = 1.0) -> None:
     """``out = alpha a @ b`` (``beta=0``) or ``out += alpha a @ b`` (``beta=1``), batched, in place.
 
@@ -175,7 +180,7 @@ def _matmul_into(out: Tensor, a: Tensor, b: Tensor, beta: int, alpha: float = 1.
     of a convolution's (d, N) output, and so are their gradients): BLAS then writes contiguous
     rows instead of PyTorch looping over the batch.
     """
-    if not out.is_contiguous() and out.transpose(-2, -1).is_contiguous():
+    if _is_transposed(out):
         out, a, b = out.transpose(-2, -1), b.transpose(-2, -1), a.transpose(-2, -1)
     out.baddbmm_(a, b, beta=beta, alpha=alpha)
 
@@ -232,7 +237,7 @@ class _BlockedAttention(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         q, k, v, lh, lw, out, *kept = ctx.saved_tensors
-        if not (grad_out.is_contiguous() or grad_out.transpose(-2, -1).is_contiguous()):
+        if not (grad_out.is_contiguous() or _is_transposed(grad_out)):
             grad_out = grad_out.contiguous()  # e.g. the expanded gradient of a sum(); BLAS needs a unit stride
         delta = (grad_out * out).sum(dim=-1, keepdim=True)  # G, N, 1: sum_j P_ij dP_ij
         kt, vt = k.transpose(-2, -1), v.transpose(-2, -1)
@@ -329,8 +334,8 @@ def softmax_attention(
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     grid = _check_relative(q, rel_h, rel_w, size)
     scale = q.shape[-1] ** -0.5
+    extra = 0 if grid is None else sum(grid)  # H + W relative logits per query
     if backend == "auto":
-        extra = 0 if grid is None else sum(grid)
         blocked = q.device.type == "cpu" and _cpu_prefers_blocked(q.shape[-1], v.shape[-1], extra)
         backend = "blocked" if blocked else "fused"
     if backend == "blocked":
@@ -339,7 +344,7 @@ def softmax_attention(
         return _fused_attention(q, k, v, scale)
     lh, lw = relative_logits(q, rel_h, rel_w, grid)
     # the zero columns that align the head are part of the same concatenation (one copy, not two)
-    pad = _fused_head(q.shape[-1] + sum(grid), v.shape[-1]) - (q.shape[-1] + sum(grid))
+    pad = _fused_head(q.shape[-1] + extra, v.shape[-1]) - (q.shape[-1] + extra)
     zeros = q.new_zeros(()).expand(*q.shape[:-1], pad)  # B, heads, N, pad (no memory)
     q_ext = torch.cat([q, lh, lw, zeros], dim=-1)  # B, heads, N, dkh + H + W + pad
     key_pos = _key_positions(grid, k).expand(*k.shape[:2], -1, -1)  # B, heads, N, H + W

@@ -155,9 +155,9 @@ def measure(
             bar.set_postfix_str(f"{variant} {size}^2 {impl}")
             bar.update()
 
-        rows = bench.sweep(sizes, linear_sizes, variants=bench.LAYER_VARIANTS, impls=impls, device=device, repeats=repeats, batch=batch,
-                           channels=channels, dk=dk, dv=dv, heads=heads, naive_max_gib=naive_max_gib,
-                           timeout=timeout, on_case=advance)
+        rows = bench.sweep(sizes, linear_sizes, variants=bench.LAYER_VARIANTS, impls=impls, device=device,
+                           repeats=repeats, batch=batch, channels=channels, dk=dk, dv=dv, heads=heads,
+                           naive_max_gib=naive_max_gib, timeout=timeout, on_case=advance)
     setting = {"batch": batch, "channels": channels, "dk": dk, "dv": dv, "heads": heads, "kernel_size": 3,
                "device": device, "repeats": repeats, "machine": bench.machine_info()}
     return flatten_rows(rows), setting

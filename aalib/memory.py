@@ -7,8 +7,9 @@ large activations and gradients every time, so with the defaults each step page-
 megabytes back in and the kernel zeroes them. Measured on 2 cores (``python -m aalib.bench
 train``): the seed's Wide-AAResNet / Wide-ResNet step ratio is 1.75 with glibc's defaults and 1.48
 with the thresholds raised (the AA model's wide q/k/v activations are the large temporaries), and
-one 1x1 convolution with 576 outputs runs in 3.3 instead of 13.8 ms. PyTorch's CPU tuning guide recommends jemalloc or TCMalloc for the same reason;
-:func:`retain_freed_memory` gets the effect without a preloaded library.
+one 1x1 convolution with 576 outputs runs in 3.3 instead of 13.8 ms. PyTorch's CPU tuning guide
+recommends jemalloc or TCMalloc for the same reason; :func:`retain_freed_memory` gets the effect
+without a preloaded library.
 """
 
 from __future__ import annotations

@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 
 from ..io import write_json
-from ..models import build_model, count_parameters
 from ..memory import peak_rss_bytes, retain_freed_memory
+from ..models import build_model, count_parameters
 
 __all__ = ["MODEL_SPECS", "VARIANTS", "measure", "run", "main"]
 
