@@ -6,6 +6,8 @@
 * Efficient (linear) attention, from Z. Shen, M. Zhang, H. Zhao, S. Yi, H. Li, "Efficient
   Attention: Attention with Linear Complexities", WACV 2021, https://arxiv.org/abs/1812.01243
   (Eq. 4, softmax normalisation variant).
+* For ablations only: the reproduced study's linear attention, whose two softmaxes run along
+  the wrong axes (:func:`swapped_linear_attention`, attention kind ``"linear_swapped"``).
 
 Layout: every tensor is ``(B, heads, N, d)`` with ``N = H * W`` positions in row-major order
 (position ``i`` is pixel ``(y, x) = divmod(i, W)``).
@@ -51,10 +53,20 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-__all__ = ["softmax_attention", "linear_attention", "attention_weights", "relative_logits"]
+__all__ = [
+    "ATTENTION_KINDS",
+    "LINEAR_KINDS",
+    "attention_weights",
+    "linear_attention",
+    "relative_logits",
+    "softmax_attention",
+    "swapped_linear_attention",
+]
 
-AttentionKind = Literal["softmax", "linear"]
-ATTENTION_KINDS: tuple[str, ...] = ("softmax", "linear")
+AttentionKind = Literal["softmax", "linear", "linear_swapped"]
+# "linear_swapped" is the reproduced study's defect, kept as an explicit, opt-in ablation.
+ATTENTION_KINDS: tuple[str, ...] = ("softmax", "linear", "linear_swapped")
+LINEAR_KINDS: tuple[str, ...] = ("linear", "linear_swapped")  # no N x N logits: no relative positions
 Backend = Literal["auto", "fused", "blocked"]
 BACKENDS: tuple[str, ...] = ("auto", "fused", "blocked")
 
@@ -381,6 +393,38 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return (context.transpose(-2, -1) @ q_soft).transpose(-2, -1)  # B, heads, N, dvh
 
 
+def _swapped_factors(q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+    """The reproduced study's normalisers: q and k scaled by ``dkh ** -0.5``, then each query
+    feature softmaxed over the N positions and each key over its dkh features."""
+    scale = q.shape[-1] ** -0.5
+    return (q * scale).softmax(dim=-2), (k * scale).softmax(dim=-1)
+
+
+def swapped_linear_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """The reproduced study's linear attention, softmax axes swapped: a defect, for ablations.
+
+    Shen et al.'s Eq. 4 normalises each query over its features and each key feature over the
+    positions (:func:`linear_attention`). The study's LAA layer (Roy & Meghal 2024) scaled q and k
+    by ``dkh ** -0.5`` and then normalised the other way round:
+    ``softmax_N(Q / sqrt(dkh)) (softmax_d(K / sqrt(dkh))^T V)``, each query *feature* a
+    distribution over positions and each *key* a distribution over features. The implied map
+    ``softmax_N(Q) softmax_d(K)^T`` is no longer an attention map: its rows do not sum to 1 (all
+    N rows together sum to N), so a query's output scales with how much of each feature's
+    position distribution it holds. Same cost as :func:`linear_attention`.
+
+    Args:
+        q, k: ``(B, heads, N, dkh)``; v: ``(B, heads, N, dvh)``.
+
+    Returns:
+        ``(B, heads, N, dvh)``.
+    """
+    _check_qk(q, k)
+    _check_v(k, v)
+    q_soft, k_soft = _swapped_factors(q, k)  # B, heads, N, dkh each
+    context = k_soft.transpose(-2, -1) @ v  # B, heads, dkh, dvh
+    return q_soft @ context  # B, heads, N, dvh
+
+
 def attention_weights(
     q: Tensor,
     k: Tensor,
@@ -393,8 +437,9 @@ def attention_weights(
     """The explicit ``(B, heads, N, N)`` attention map that a kernel applies.
 
     ``softmax_attention(q, k, v, ...) == attention_weights(q, k, kind="softmax", ...) @ v`` and
-    ``linear_attention(q, k, v) == attention_weights(q, k, kind="linear") @ v``. Quadratic in N:
-    for visualisation, tests and the naive benchmark reference.
+    ``linear_attention(q, k, v) == attention_weights(q, k, kind="linear") @ v`` (likewise
+    ``"linear_swapped"`` and :func:`swapped_linear_attention`). Quadratic in N: for
+    visualisation, tests and the naive benchmark reference.
     """
     _check_qk(q, k)
     if kind == "softmax":
@@ -405,9 +450,9 @@ def attention_weights(
             logits = logits.unflatten(-1, grid) + lh[..., :, None] + lw[..., None, :]  # B, heads, N, H, W
             logits = logits.flatten(-2)  # B, heads, N, N
         return (logits * q.shape[-1] ** -0.5).softmax(dim=-1)
-    if kind == "linear":
+    if kind in LINEAR_KINDS:
         if rel_h is not None or rel_w is not None:
-            raise ValueError("kind='linear' takes no relative logits: linear attention has no N x N logits")
-        q_soft, k_soft = _linear_factors(q, k)
+            raise ValueError(f"kind={kind!r} takes no relative logits: linear attention has no N x N logits")
+        q_soft, k_soft = _linear_factors(q, k) if kind == "linear" else _swapped_factors(q, k)
         return q_soft @ k_soft.transpose(-2, -1)  # B, heads, N, N
     raise ValueError(f"kind must be one of {ATTENTION_KINDS}, got {kind!r}")

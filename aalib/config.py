@@ -53,6 +53,7 @@ class ConfigError(ValueError):
 class TrainConfig:
     # --- what to train -------------------------------------------------------------------------
     name: str = "run"  # experiment name; the default output folder is runs/<name>
+    label: str = ""  # how reports name this experiment ("" means the model's name in the study, e.g. Simple-LAACNN)
     model: str = "wrn"  # registered model name (aalib.models.list_models())
     model_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of build_model
     dataset: str = "cifar100"  # registered dataset name (aalib.data.list_datasets())
@@ -93,7 +94,7 @@ class TrainConfig:
 # Keys that may differ between a checkpoint and the config resuming it: they change where or how
 # fast a run goes, not what it computes.
 RESUME_NEUTRAL_KEYS: frozenset[str] = frozenset(
-    {"name", "device", "data_root", "download", "compile", "retain_freed_memory", "eval_batch_size", "log_every",
+    {"name", "label", "device", "data_root", "download", "compile", "retain_freed_memory", "eval_batch_size", "log_every",
      "progress", "seeds"}
 )
 

@@ -29,7 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import ATTENTION_KINDS, BACKENDS, attention_weights, linear_attention, softmax_attention
+from .attention import (
+    ATTENTION_KINDS,
+    BACKENDS,
+    LINEAR_KINDS,
+    attention_weights,
+    linear_attention,
+    softmax_attention,
+    swapped_linear_attention,
+)
 
 __all__ = ["AugmentedConv2d", "POSITIONS", "sincos_position_encoding"]
 
@@ -86,7 +94,9 @@ class AugmentedConv2d(nn.Module):
         dk: key/query depth; an int, or a float in (0, 1] as a fraction of ``out_channels`` (kappa).
         dv: value depth = attention output channels; int or fraction (upsilon); at most ``Fout``.
         heads: number of heads ``Nh``; must divide ``dk`` and ``dv``.
-        attention: ``"softmax"`` (AA-conv) or ``"linear"`` (LAA-conv, Shen et al.).
+        attention: ``"softmax"`` (AA-conv), ``"linear"`` (LAA-conv, Shen et al.), or
+            ``"linear_swapped"``: the reproduced study's LAA with its softmax axes swapped
+            (:func:`aalib.attention.swapped_linear_attention`), a defect kept for ablations.
         position: ``"relative"`` (Bello's 2-D relative logits, softmax only), ``"sincos"``,
             ``"learned"`` or ``"none"``.
         stride: stride of both branches (see the module docstring for the attention branch).
@@ -127,9 +137,9 @@ class AugmentedConv2d(nn.Module):
             raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if attention == "linear" and position == "relative":
+        if attention in LINEAR_KINDS and position == "relative":
             raise ValueError(
-                "position='relative' needs attention='softmax': linear attention never forms the "
+                f"position='relative' needs attention='softmax', got attention={attention!r}: linear attention never forms the "
                 "N x N logits that relative logits are added to; use position='sincos', 'learned' or 'none'"
             )
         self.dk = _channels(dk, out_channels, "dk")
@@ -229,7 +239,9 @@ class AugmentedConv2d(nn.Module):
         """The attention kernel: (B, heads, N, d) inputs to (B, heads, N, dvh)."""
         if self.attention == "softmax":
             return softmax_attention(q, k, v, **extra, backend=self.backend)
-        return linear_attention(q, k, v)
+        if self.attention == "linear":
+            return linear_attention(q, k, v)
+        return swapped_linear_attention(q, k, v)
 
     def _check_input(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels:

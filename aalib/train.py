@@ -54,6 +54,7 @@ import contextlib
 import csv
 import dataclasses
 import datetime as _dt
+import gc
 import io
 import json
 import logging
@@ -76,6 +77,7 @@ from torch import Tensor, nn
 
 from .config import ConfigError, TrainConfig, config_diff, validate_config
 from .io import atomic_write, write_json
+from .machine import cpu_name
 from .memory import peak_rss_bytes, retain_freed_memory
 from .models import count_parameters
 
@@ -601,7 +603,7 @@ def _summary_skeleton(config: TrainConfig, device: torch.device, info: DistInfo,
     if device.type == "cuda":
         device_name = torch.cuda.get_device_name(device)
     else:
-        device_name = platform.processor() or platform.machine()
+        device_name = cpu_name()
     return {
         "name": config.name,
         "status": "running",
@@ -672,6 +674,9 @@ def train(config: TrainConfig, out_dir: str | Path | None = None) -> dict[str, A
             return {"status": status, "runs": runs}
     finally:
         if own_group:
+            # The DDP wrapper sits in reference cycles; collected only at interpreter exit, it takes
+            # gloo's threads down with it and the process aborts now and then. Collect it first.
+            gc.collect()
             dist.destroy_process_group()
 
 

@@ -14,7 +14,14 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import aalib.attention as attention_module
-from aalib.attention import BACKENDS, attention_weights, linear_attention, relative_logits, softmax_attention
+from aalib.attention import (
+    BACKENDS,
+    attention_weights,
+    linear_attention,
+    relative_logits,
+    softmax_attention,
+    swapped_linear_attention,
+)
 
 SIZES = [(3, 5), (7, 4), (8, 8)]
 DTYPES = [torch.float32, torch.float64]
@@ -54,6 +61,23 @@ def reference_linear_weights(q, k):
     for f in range(q.shape[-1]):
         weights = weights + rho_q[..., :, f, None] * rho_k[..., None, :, f]
     return weights
+
+
+def reference_swapped_output(q, k, v):
+    """The reproduced study's LAA layer, one query and one feature at a time: q and k scaled by
+    dkh ** -0.5, each query feature softmaxed over the positions, each key over its features,
+    out_i = sum_f rho_q[i, f] * sum_j rho_k[j, f] v_j."""
+    batch, heads, n, dkh = q.shape
+    rho_q = explicit_softmax(q / math.sqrt(dkh), dim=-2)  # over positions
+    rho_k = explicit_softmax(k / math.sqrt(dkh), dim=-1)  # over features
+    rows = []
+    for i in range(n):
+        out_i = torch.zeros(batch, heads, v.shape[-1], dtype=q.dtype)
+        for f in range(dkh):
+            context_f = (rho_k[..., :, f, None] * v).sum(-2)  # B, heads, dvh
+            out_i = out_i + rho_q[..., i, f, None] * context_f
+        rows.append(out_i)
+    return torch.stack(rows, dim=-2)
 
 
 def random_inputs(size, dtype, dkh=6, dvh=5, heads=2, batch=2, seed=0, grad=False):
@@ -99,6 +123,34 @@ def test_linear_attention_matches_reference(size, dtype):
     grad_out = torch.randn_like(out)
     for g, w in zip(torch.autograd.grad(out, (q, k, v), grad_out), torch.autograd.grad(ref, (q, k, v), grad_out)):
         torch.testing.assert_close(g, w, **TOL[dtype])
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_swapped_linear_attention_matches_the_studys_formula(size, dtype):
+    q, k, v, _, _ = random_inputs(size, dtype, grad=True)
+    out = swapped_linear_attention(q, k, v)
+    ref = reference_swapped_output(q, k, v)
+    torch.testing.assert_close(out, ref, **TOL[dtype])
+    torch.testing.assert_close(attention_weights(q, k, kind="linear_swapped") @ v, ref, **TOL[dtype])
+    grad_out = torch.randn_like(out)
+    for g, w in zip(torch.autograd.grad(out, (q, k, v), grad_out), torch.autograd.grad(ref, (q, k, v), grad_out)):
+        torch.testing.assert_close(g, w, **TOL[dtype])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_swapped_linear_attention_is_not_an_attention_map(size):
+    q, k, v, _, _ = random_inputs(size, torch.float64)
+    weights = attention_weights(q, k, kind="linear_swapped")
+    rows = weights.sum(-1)  # B, heads, N
+    assert (rows - 1).abs().max() > 0.05  # rows do not sum to 1 ...
+    torch.testing.assert_close(rows.sum(-1), torch.full(rows.shape[:-1], float(rows.shape[-1]), dtype=torch.float64))  # ... all N of them sum to N
+    assert (swapped_linear_attention(q, k, v) - linear_attention(q, k, v)).abs().max() > 0.05
+
+
+def test_gradcheck_swapped_linear_attention():
+    q, k, v, _, _ = random_inputs((2, 5), torch.float64, dkh=3, dvh=4, batch=1, grad=True)
+    assert torch.autograd.gradcheck(swapped_linear_attention, (q, k, v))
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -296,5 +348,9 @@ def test_kernel_errors_name_the_problem():
         attention_weights(q, k, kind="sparse")
     with pytest.raises(ValueError, match="no relative logits"):
         attention_weights(q, k, kind="linear", rel_h=rel_h, rel_w=rel_w, size=(3, 4))
+    with pytest.raises(ValueError, match="kind='linear_swapped' takes no relative logits"):
+        attention_weights(q, k, kind="linear_swapped", rel_h=rel_h, rel_w=rel_w, size=(3, 4))
+    with pytest.raises(ValueError, match="v must be"):
+        swapped_linear_attention(q, k, v[:, :, :5])
     with pytest.raises(ValueError, match="backend must be one of \\('auto', 'fused', 'blocked'\\), got 'flex'"):
         softmax_attention(q, k, v, backend="flex")

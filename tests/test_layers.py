@@ -19,6 +19,7 @@ CONFIGS = [
     ("linear", "sincos"),
     ("linear", "learned"),
     ("linear", "none"),
+    ("linear_swapped", "sincos"),
 ]
 
 
@@ -77,8 +78,10 @@ def _reference_forward(layer: AugmentedConv2d, x: torch.Tensor) -> torch.Tensor:
                 logits[:, i, j] = (qh[:, i] * key).sum(-1)
         if layer.attention == "softmax":
             weights = torch.softmax(logits / math.sqrt(dkh), dim=-1)
-        else:
+        elif layer.attention == "linear":
             weights = torch.softmax(qh, -1) @ torch.softmax(kh, -2).transpose(1, 2)
+        else:  # the reproduced study's swapped axes, after its dkh ** -0.5 scaling of q and k
+            weights = torch.softmax(qh / math.sqrt(dkh), -2) @ torch.softmax(kh / math.sqrt(dkh), -1).transpose(1, 2)
         heads_out.append(weights @ vh)  # B, N, dvh
     attn = torch.cat(heads_out, dim=-1)  # B, N, dv
     attn = attn @ layer.proj.weight[:, :, 0, 0].T
@@ -118,7 +121,10 @@ def test_attention_maps(attention, position, stride):
     maps = layer.attention_maps(torch.randn(3, 5, 7, 6))
     n = math.ceil(7 / stride) * math.ceil(6 / stride)
     assert maps.shape == (3, 2, n, n)
-    torch.testing.assert_close(maps.sum(-1), torch.ones(3, 2, n))
+    if attention == "linear_swapped":  # the reproduced study's defect: only all N rows together sum to N
+        torch.testing.assert_close(maps.sum((-2, -1)), torch.full((3, 2), float(n)))
+    else:
+        torch.testing.assert_close(maps.sum(-1), torch.ones(3, 2, n))
 
 
 def test_relative_tables_exact_within_extent_and_clipped_beyond():
@@ -192,7 +198,8 @@ def test_fractions_are_kappa_and_upsilon():
         (dict(dk=8, dv=12, heads=2), "dv=12 exceeds out_channels=10"),
         (dict(dk=0, dv=6, heads=2), "dk=0 channels must be >= 1"),
         (dict(dk=8, dv=6, heads=2, attention="linear", position="relative"), "linear attention never forms"),
-        (dict(dk=8, dv=6, heads=2, attention="sparse"), "attention must be one of \\('softmax', 'linear'\\)"),
+        (dict(dk=8, dv=6, heads=2, attention="linear_swapped", position="relative"), "got attention=.linear_swapped."),
+        (dict(dk=8, dv=6, heads=2, attention="sparse"), "attention must be one of \\('softmax', 'linear', 'linear_swapped'\\)"),
         (dict(dk=8, dv=6, heads=2, position="rotary"), "position must be one of"),
         (dict(dk=8, dv=6, heads=2, backend="flash"), "backend must be one of \\('auto', 'fused', 'blocked'\\), got 'flash'"),
         (dict(dk=8, dv=6, heads=0), "heads must be a positive int"),

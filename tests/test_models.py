@@ -137,6 +137,7 @@ def test_forward_backward_any_size(config):
         ("seed_simple_cnn", {}, 419_300),
         ("seed_simple_cnn", {"attention": "softmax"}, 332_740),
         ("seed_simple_cnn", {"attention": "linear"}, 332_740),
+        ("seed_simple_cnn", {"attention": "linear_swapped"}, 332_740),
         ("wrn", {}, 36_536_884),  # WRN-28-10, CIFAR-100, bias-free convs
         ("wrn", {"depth": 28, "width": 10, "num_classes": 10}, 36_479_194),
     ],

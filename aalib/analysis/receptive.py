@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..attention import ATTENTION_KINDS
 from ..layers import AugmentedConv2d
 
 __all__ = [
@@ -54,7 +55,7 @@ class ReceptiveField:
     """Theoretical receptive field of one conv/pool/AA layer's output (square kernels assumed)."""
 
     name: str  # qualified module name
-    kind: str  # "conv", "pool", "softmax" (AA-conv) or "linear" (LAA-conv)
+    kind: str  # "conv", "pool", or the attention kind of an AA/LAA layer ("softmax", "linear", ...)
     kernel_size: int
     stride: int
     dilation: int
@@ -92,7 +93,7 @@ def theoretical_receptive_fields(model: nn.Module) -> list[ReceptiveField]:
             continue
         size += dilation * (kernel - 1) * jump
         jump *= stride
-        is_global = is_global or kind in ("softmax", "linear")
+        is_global = is_global or kind in ATTENTION_KINDS
         result.append(ReceptiveField(name, kind, kernel, stride, dilation, jump, size, is_global))
     return result
 

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from aalib.attention import attention_weights
 from aalib.io import write_json
 from aalib.layers import AugmentedConv2d
+from aalib.machine import cpu_name
 from aalib.memory import peak_rss_bytes, retain_freed_memory
 
 __all__ = ["BATCH", "CHANNELS", "DK", "DV", "HEADS", "IMPLS", "VARIANTS", "LAYER_VARIANTS", "Case", "NaiveAugmentedConv2d",
@@ -271,7 +272,7 @@ def machine_info() -> dict:
     info = {
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
     }
     if torch.cuda.is_available():

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from ..io import write_json
+from ..machine import cpu_name
 from ..memory import peak_rss_bytes, retain_freed_memory
 from ..models import build_model, count_parameters
 
@@ -70,17 +71,6 @@ _RESULT_TAG = "AALIB_BENCH_RESULT "
 _MIB = 2**20
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info(device: str) -> dict[str, Any]:
     """What the numbers depend on: library versions, device, threads."""
     info: dict[str, Any] = {
@@ -88,7 +78,7 @@ def machine_info(device: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": device,
-        "device_name": _cpu_name(),
+        "device_name": cpu_name(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
     }
@@ -96,7 +86,7 @@ def machine_info(device: str) -> dict[str, Any]:
         info["loadavg_1_5_15"] = list(os.getloadavg())
     if device == "cuda" and torch.cuda.is_available():
         info["device_name"] = torch.cuda.get_device_name()
-        info["cpu_name"] = _cpu_name()
+        info["cpu_name"] = cpu_name()
         info["cuda"] = torch.version.cuda
         info["cudnn"] = torch.backends.cudnn.version()
     return info

@@ -25,12 +25,13 @@ from typing import Any, Sequence
 
 from torch import Tensor, nn
 
+from ..attention import ATTENTION_KINDS
 from ..layers import AugmentedConv2d
 from ._registry import register_model
 
 __all__ = ["WideResNet", "PreActBasicBlock", "conv3x3", "conv1x1", "wrn", "stage_sizes", "resolve_depth"]
 
-ATTENTIONS: tuple[str | None, ...] = (None, "softmax", "linear")
+ATTENTIONS: tuple[str | None, ...] = (None, *ATTENTION_KINDS)  # None: no attention
 AUGMENT_CONVS: tuple[str, ...] = ("first", "second")
 
 
@@ -287,7 +288,8 @@ def wrn(
         width: widening factor ``k`` (stage widths ``16k, 32k, 64k``).
         num_classes: output logits.
         dropout: between the two convs of each block (WRN's best CIFAR setting uses 0.3); 0 = off.
-        attention: None (plain WRN), ``"softmax"`` (AA) or ``"linear"`` (LAA, Shen et al.).
+        attention: None (plain WRN), ``"softmax"`` (AA), ``"linear"`` (LAA, Shen et al.) or
+            ``"linear_swapped"`` (the reproduced study's defective LAA, for ablations).
         dk, dv: key and value depth per augmented layer; a float is a fraction of the layer's
             output channels (kappa, upsilon), rounded to a multiple of ``heads``; an int is channels.
         heads: attention heads ``Nh``.
