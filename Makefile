@@ -5,11 +5,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.aalib-installed
 
-.PHONY: demo test bench lab venv clean
+.PHONY: demo long-range test bench lab venv clean
 
 demo: $(STAMP)  ## the main job: the long-range study (3 shallow models, papermill), then its report
 	$(PY) -m aalib sweep params/long_range --runs-dir runs/long_range
 	$(PY) -m aalib report runs/long_range
+
+long-range: $(STAMP)  ## the long-range study in full (about an hour on 2 cores): 5 seeds, the ablations, the diagnosis; results into docs/long_range/
+	$(PY) -m aalib sweep params/long_range params/long_range_ablations --runs-dir runs/long_range_study -p seeds "[0, 1, 2, 3, 4]"
+	$(PY) -m aalib report runs/long_range_study
+	mkdir -p docs/long_range
+	cp runs/long_range_study/report/*.csv runs/long_range_study/report/*.png runs/long_range_study/report/report.md docs/long_range/
 
 test: $(STAMP)  ## the test suite (CPU, no network)
 	$(PY) -m pytest

@@ -9,14 +9,17 @@
 
 Each command is a subparser registered in :data:`COMMANDS` (``name -> (help, add_arguments, run)``).
 A bad configuration
-exits with status 2 and one line on stderr, before anything is written; a run that stops on a
-non-finite loss exits with status 1, and so does one whose output folder cannot be written (full
-disk, no permission: one line naming the file).
+exits with status 2 and one line on stderr, before anything is written, and so does a run folder
+that another process is writing (``aalib sweep`` skips such a folder, reports it ``busy`` and exits
+with status 2 at the end); a run that stops on a non-finite loss exits with status 1, and so does
+one whose output folder cannot be written (full disk, no permission: one line naming the file).
+Ctrl-C and SIGTERM stop a run as ``interrupted`` (status 130); the same command resumes it.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from functools import partial
 from pathlib import Path
@@ -45,12 +48,13 @@ def _one_line(exc: BaseException) -> str:
 
 def _run_train(args: argparse.Namespace) -> int:
     from .config import ConfigError, load_config
+    from .lock import RunFolderBusy
     from .train import OutputError, train
 
     try:
         config = load_config(args.config, overrides=args.overrides)
         summary = train(config, args.out)
-    except ConfigError as exc:
+    except (ConfigError, RunFolderBusy) as exc:
         print(f"aalib train: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:  # aalib.data.DatasetNotFoundError is one
@@ -77,20 +81,23 @@ def _add_run_arguments(parser: argparse.ArgumentParser, *, many: bool) -> None:
 
 def _run_notebooks(args: argparse.Namespace) -> int:
     from .config import ConfigError
+    from .lock import RunFolderBusy
     from .runner import sweep
 
     params = args.params if isinstance(args.params, list) else [args.params]
     overrides = [f"{key}={value}" for key, value in args.parameter]
     try:
-        outcome = sweep(params, overrides=overrides, runs_dir=args.runs_dir)
-    except ConfigError as exc:
+        outcome = sweep(params, overrides=overrides, runs_dir=args.runs_dir, skip_busy=args.command == "sweep")
+    except (ConfigError, RunFolderBusy) as exc:
         print(f"aalib {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"aalib {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     for out_dir, status in outcome.items():
-        print(f"{status:>9}  {out_dir}")
+        print(f"{status:>11}  {out_dir}")
+    if any(status == "busy" for status in outcome.values()):
+        return 2
     return 0 if all(status == "finished" for status in outcome.values()) else 1
 
 
@@ -130,8 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (a scheduler's stop, ``kill``) ends a run as Ctrl-C does: ``interrupted``, resumable."""
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("train", "run", "sweep"):
+        signal.signal(signal.SIGTERM, _interrupt)
     return args.run(args)
 
 

@@ -410,13 +410,7 @@ def swapped_linear_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     distribution over positions and each *key* a distribution over features. The implied map
     ``softmax_N(Q) softmax_d(K)^T`` is no longer an attention map: its rows do not sum to 1 (all
     N rows together sum to N), so a query's output scales with how much of each feature's
-    position distribution it holds. Same cost as :func:`linear_attention`.
-
-    Args:
-        q, k: ``(B, heads, N, dkh)``; v: ``(B, heads, N, dvh)``.
-
-    Returns:
-        ``(B, heads, N, dvh)``.
+    position distribution it holds. Shapes and cost as :func:`linear_attention`.
     """
     _check_qk(q, k)
     _check_v(k, v)

@@ -1,13 +1,15 @@
 """The study's report, built from run folders (never from notebook output).
 
-:func:`collect` reads every run under a folder into one row per run; :func:`summarize` gives one
-row per (dataset, model): top-1, top-5, seconds per epoch, peak memory and parameters, mean and
-standard deviation over seeds, beside the reproduced study's published numbers
-(:data:`SEED_PUBLISHED`, from STUDY_NOTES.md §2) and the papers' reference numbers
-(:data:`PAPER_REFERENCES`, §3). :func:`long_range_verdict` says in words what the synthetic
-long-range study measured. The figure builders return matplotlib figures; :func:`write_report`
-saves the tables as CSV and the figures as PNG. ``notebooks/report.ipynb`` and ``aalib report``
-use this module.
+:func:`collect` reads every run under a folder into one row per run (a seed); :func:`summarize`
+gives one row per (dataset, experiment): test top-1 as mean ± standard deviation, median and the
+value of every seed, for the long-range task how many seeds solved it with the exact 95 %
+interval, top-5 where a task has more than five classes, seconds per epoch, peak memory and
+parameters, and the reproduced study's published numbers for the datasets it reported
+(:data:`SEED_PUBLISHED`); columns that no row fills are left out. :func:`long_range_verdict` says
+in words what the long-range runs show, over seeds (:mod:`aalib.verdict`). The figure builders
+return matplotlib figures and each has a one-sentence caption computed from the numbers it shows
+(:func:`captions`); :func:`write_report` saves the tables as CSV and the figures as PNG.
+``notebooks/report.ipynb`` and ``aalib report`` use this module.
 """
 
 from __future__ import annotations
@@ -24,19 +26,26 @@ from matplotlib.figure import Figure
 from .config import TrainConfig
 from .data import additive_ceiling, long_range
 from .io import atomic_write, write_png
-from .runs import Run, find_runs
+from .runs import Damaged, Run, scan_runs
+from .stats import spread
+from .verdict import SOLVED_TOP1, long_range_verdicts
 
 __all__ = [
     "PAPER_REFERENCES",
     "SEED_PUBLISHED",
     "accuracy_vs_parameters_figure",
     "accuracy_vs_time_figure",
+    "ablation_figure",
+    "captions",
     "collect",
+    "dataset_tables",
     "learning_curves_figure",
     "long_range_verdict",
     "model_label",
     "run_row",
+    "seed_points_figure",
     "summarize",
+    "unfinished",
     "write_report",
 ]
 
@@ -49,6 +58,10 @@ SEED_PUBLISHED: dict[tuple[str, str], tuple[float, float, float | None]] = {
     ("cifar100", "Simple-CNN"): (37.74, 67.94, 2.43),
     ("cifar100", "Simple-AACNN"): (41.19, 71.51, 4.07),
     ("cifar100", "Simple-LAACNN"): (36.88, 67.81, 3.87),
+    # the study's LAA layers had the swapped softmax axes: its LAA numbers were measured on that layer
+    ("cifar100", "Simple-LAACNN (swapped axes)"): (36.88, 67.81, 3.87),
+    ("cifar100", "Wide-LAAResNet (swapped axes)"): (55.32, 82.95, 12.61),
+    ("tiny_imagenet", "Wide-LAAResNet (swapped axes)"): (43.51, 70.52, 120.1),
     ("tiny_imagenet", "Wide-ResNet"): (42.39, 69.61, 57.4),
     ("tiny_imagenet", "Wide-AAResNet"): (42.18, 68.44, 124.1),
     ("tiny_imagenet", "Wide-LAAResNet"): (43.51, 70.52, 120.1),
@@ -68,11 +81,11 @@ PAPER_REFERENCES: list[dict[str, Any]] = [
      "top1": 64.0, "top5": None, "parameters": 11.3e6},
 ]
 
-_SHALLOW = {None: "Simple-CNN", "softmax": "Simple-AACNN", "linear": "Simple-LAACNN"}
-_WIDE = {None: "Wide-ResNet", "softmax": "Wide-AAResNet", "linear": "Wide-LAAResNet"}
+_SHALLOW = {None: "Simple-CNN", "softmax": "Simple-AACNN", "linear": "Simple-LAACNN",
+            "linear_swapped": "Simple-LAACNN (swapped axes)"}
+_WIDE = {None: "Wide-ResNet", "softmax": "Wide-AAResNet", "linear": "Wide-LAAResNet",
+         "linear_swapped": "Wide-LAAResNet (swapped axes)"}
 _LONG_RANGE_COLOURS = inspect.signature(long_range).parameters["colours"].default
-CHANCE_SIGMAS = 3.0  # a test accuracy within this many binomial standard deviations of chance is "chance"
-SOLVED_TOP1 = 90.0  # test top-1 (%) at or above which the long-range task counts as solved
 
 
 def model_label(config: TrainConfig) -> str:
@@ -84,21 +97,30 @@ def model_label(config: TrainConfig) -> str:
         return _WIDE.get(attention, f"Wide-ResNet ({attention})")
     if config.model == "wrn":
         depth, width = config.model_args.get("depth", 28), config.model_args.get("width", 10)
-        prefix = {None: "", "softmax": "AA-", "linear": "LAA-"}.get(attention, f"{attention}-")
+        prefix = {None: "", "softmax": "AA-", "linear": "LAA-", "linear_swapped": "LAA(swapped)-"}.get(attention, f"{attention}-")
         return f"{prefix}WRN-{depth}-{width}"
     return config.model if attention is None else f"{config.model} ({attention})"
 
 
+def _label(config: TrainConfig) -> str:
+    """How the report names an experiment: its ``label``, else its model's name in the study."""
+    return config.label or model_label(config)
+
+
 def run_row(run: Run) -> dict[str, Any]:
-    """One run's results: test and best validation accuracy, time, memory, parameters, status."""
+    """One run's results: test and best validation accuracy, time, memory, parameters, status.
+
+    ``model`` is how the report names the experiment (the config's ``label``, else the
+    architecture's name in the study); ``architecture`` is always the latter."""
     test = run.summary.get("test") or {}
     metrics = pd.DataFrame(run.metrics)
     return {
         "experiment": run.name,
         "dataset": run.config.dataset,
-        "model": model_label(run.config),
+        "model": _label(run.config),
+        "architecture": model_label(run.config),
         "seed": run.config.seed,
-        "status": run.summary.get("status"),
+        "status": run.status,
         "epochs": run.summary.get("epochs_completed", len(run.metrics)),
         "top1": test.get("top1", math.nan),
         "top5": test.get("top5", math.nan),
@@ -110,48 +132,83 @@ def run_row(run: Run) -> dict[str, Any]:
         "parameters": run.summary.get("parameters"),
         "num_classes": run.summary.get("num_classes"),
         "colours": run.config.dataset_args.get("colours", _LONG_RANGE_COLOURS) if run.config.dataset == "long_range" else None,
+        "cpu": (run.summary.get("environment") or {}).get("device_name"),
         "path": str(run.path),
     }
 
 
-def collect(runs_dir: str | Path, runs: list[Run] | None = None) -> pd.DataFrame:
-    """One row per run folder under ``runs_dir`` (any depth; ``runs`` if already found there); an
-    empty folder is an error naming it."""
-    runs = find_runs(runs_dir) if runs is None else runs
-    if not runs:
+_ROW_COLUMNS = ("experiment", "dataset", "model", "architecture", "seed", "status", "epochs", "top1", "top5",
+                "test_images", "val_top1_best", "s_per_epoch", "train_seconds", "peak_mem_mb", "parameters",
+                "num_classes", "colours", "cpu", "path")
+
+
+def collect(runs_dir: str | Path, runs: list[Run] | None = None, damaged: list[Damaged] | None = None) -> pd.DataFrame:
+    """One row per readable run folder under ``runs_dir`` (any depth; ``runs`` and ``damaged`` if
+    already scanned there); a folder with no run folder at all, readable or damaged, is an error
+    naming it."""
+    if runs is None:
+        runs, damaged = scan_runs(runs_dir)
+    if not runs and not damaged:
         raise FileNotFoundError(f"no runs under '{runs_dir}' (a run folder holds summary.json; see `aalib run`)")
-    return pd.DataFrame([run_row(run) for run in runs])
+    return pd.DataFrame([run_row(run) for run in runs], columns=list(_ROW_COLUMNS))
 
 
-def _mean_std(values: pd.Series) -> str:
-    values = values.dropna()
-    if values.empty:
-        return "-"
-    if len(values) == 1:
-        return f"{values.iloc[0]:.2f}"
-    return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
+def unfinished(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs that have no final result, with their status (``running``: a live writer;
+    ``interrupted``: Ctrl-C or SIGTERM; ``failed``: an error or a non-finite loss; ``stopped``: a
+    ``running`` run without a live writer, e.g. killed) and the epochs they completed."""
+    return runs.loc[runs["status"] != "finished", ["experiment", "model", "seed", "status", "epochs", "path"]]
+
+
+def _seed_values(group: pd.DataFrame, column: str) -> str:
+    """``"seed0 99.95, seed1 74.05"``: every finished seed's value, in seed order."""
+    done = group[group[column].notna()].sort_values("seed")
+    return ", ".join(f"{int(seed)}: {value:.2f}" for seed, value in zip(done["seed"], done[column])) or "-"
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (dataset, model): mean ± std over seeds, beside the seed study's numbers."""
+    """One row per (dataset, model) over its seeds (see the module docstring); columns no row
+    fills are left out. Values are display strings; ``runs.csv`` keeps the numbers."""
+    verdicts = {v.model: v for v in long_range_verdicts(runs)}
     rows = []
+    if runs.empty:
+        return pd.DataFrame(columns=["dataset", "model", "seeds", "finished"])
     for (dataset, model), group in runs.groupby(["dataset", "model"], sort=True):
         published = SEED_PUBLISHED.get((dataset, model))
+        top1 = spread(group["top1"])
+        many_classes = group["num_classes"].iloc[0] > 5  # top-5 says nothing on a task of five classes or fewer
+        verdict = verdicts.get(model) if dataset == "long_range" else None
         rows.append({
             "dataset": dataset,
             "model": model,
             "seeds": len(group),
             "finished": int((group["status"] == "finished").sum()),
-            "top1": _mean_std(group["top1"]),
-            "top5": _mean_std(group["top5"]) if group["num_classes"].iloc[0] > 5 else "-",  # trivial below 6 classes
-            "s/epoch": _mean_std(group["s_per_epoch"]),
-            "peak MiB": f"{group['peak_mem_mb'].max():.0f}",
+            "top1": str(top1),
+            "top1 median": f"{top1.median:.2f}" if top1.n else "-",
+            "top1 per seed": _seed_values(group, "top1"),
+            "solved": verdict.solved_text() if verdict is not None else "-",
+            "top5": str(spread(group["top5"])) if many_classes else "-",
+            "s/epoch": str(spread(group["s_per_epoch"])),
+            "peak MiB": f"{group['peak_mem_mb'].max():.0f}" if group["peak_mem_mb"].notna().any() else "-",
             "parameters": f"{int(group['parameters'].iloc[0]):,}",
             "seed study top1": published[0] if published else "-",
             "seed study top5": published[1] if published else "-",
-            "seed study s/epoch": published[2] if published else "-",
+            "seed study s/epoch": published[2] if published and published[2] is not None else "-",
         })
-    return pd.DataFrame(rows)
+    return _drop_empty(pd.DataFrame(rows))
+
+
+def _drop_empty(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` without the columns whose every value is ``"-"`` or missing."""
+    empty = [c for c in table.columns if table[c].map(lambda v: v is None or v == "-" or (isinstance(v, float) and math.isnan(v))).all()]
+    return table.drop(columns=empty)
+
+
+def dataset_tables(summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The summary split by dataset, indexed by model, each without the columns it leaves empty
+    (the study's numbers only where it published some, top-5 only above five classes)."""
+    return {dataset: _drop_empty(table.drop(columns="dataset")).set_index("model")
+            for dataset, table in summary.groupby("dataset", sort=True)}
 
 
 def references(datasets: list[str]) -> pd.DataFrame:
@@ -160,34 +217,9 @@ def references(datasets: list[str]) -> pd.DataFrame:
 
 
 def long_range_verdict(runs: pd.DataFrame) -> list[str]:
-    """Plain sentences on the long-range study: which models stayed at chance, which solved it.
-
-    Chance is 50 % (two balanced classes); "at chance" means within ``CHANCE_SIGMAS`` binomial
-    standard deviations of 50 % for the number of test images. A model without long-range
-    interactions can still beat chance, up to :func:`aalib.data.additive_ceiling` (2/3 with 4
-    colours); "solved" means test top-1 at or above ``SOLVED_TOP1``. Mean over seeds.
-    """
-    lines = []
-    subset = runs[runs["dataset"] == "long_range"]
-    for model, group in subset.groupby("model", sort=True):
-        top1 = group["top1"].mean()
-        images = int(group["test_images"].sum()) or 1
-        margin = CHANCE_SIGMAS * 100 * math.sqrt(0.25 / images)
-        ceiling = 100 * additive_ceiling(int(group["colours"].iloc[0]))
-        if math.isnan(top1):
-            verdict = "has no test result yet"
-        elif abs(top1 - 50.0) <= margin:
-            verdict = f"stayed at chance: {top1:.1f} % test top-1 (chance 50 ± {margin:.1f} %)"
-        elif top1 >= SOLVED_TOP1:
-            verdict = f"solved the task: {top1:.1f} % test top-1"
-        elif top1 <= ceiling + margin:
-            verdict = (f"beat chance only as far as a model without long-range interactions can: {top1:.1f} % "
-                       f"test top-1 (chance 50 %; an additive rule reaches at most {ceiling:.1f} %)")
-        else:
-            verdict = (f"learned part of the task, beyond any additive rule: {top1:.1f} % test top-1 "
-                       f"(additive ceiling {ceiling:.1f} %, solved >= {SOLVED_TOP1:g} %)")
-        lines.append(f"{model} {verdict}; {len(group)} seed(s), {images} test images.")
-    return lines
+    """One sentence per model on the long-range runs, over seeds (:meth:`aalib.verdict.ModelVerdict.sentence`):
+    how many seeds solved the task with the 95 % interval, and where the others stopped."""
+    return [verdict.sentence() for verdict in long_range_verdicts(runs)]
 
 
 def learning_curves_figure(runs: list[Run]) -> Figure:
@@ -196,7 +228,7 @@ def learning_curves_figure(runs: list[Run]) -> Figure:
     for run in runs:
         if run.metrics:
             frame = pd.DataFrame(run.metrics)
-            frame["model"], frame["dataset"], frame["seed"] = model_label(run.config), run.config.dataset, run.config.seed
+            frame["model"], frame["dataset"], frame["seed"] = _label(run.config), run.config.dataset, run.config.seed
             frame["colours"] = run.config.dataset_args.get("colours", _LONG_RANGE_COLOURS)
             frames.append(frame)
     data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["epoch", "val_top1", "train_loss", "model", "dataset", "seed"])
@@ -214,7 +246,7 @@ def learning_curves_figure(runs: list[Run]) -> Figure:
                 ax.axhline(50, color="grey", linestyle=":", label="chance")
                 if ceiling:
                     ax.axhline(ceiling, color="grey", linestyle="--", label="best additive (local) rule")
-                ax.legend(fontsize="small")
+                ax.legend(fontsize="x-small")
             ax.set_title(f"{dataset}: {title}")
     fig.tight_layout()
     return fig
@@ -222,12 +254,14 @@ def learning_curves_figure(runs: list[Run]) -> Figure:
 
 def _scatter(runs: pd.DataFrame, x: str, xlabel: str) -> Figure:
     """Test top-1 against ``x`` on a log axis, one panel per dataset."""
-    datasets = sorted(runs["dataset"].unique())
+    datasets = sorted(runs.loc[runs["top1"].notna(), "dataset"].unique()) or ["(none)"]
     fig = Figure(figsize=(5.5 * len(datasets), 4))
     axes = fig.subplots(1, len(datasets), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
-        sns.scatterplot(runs[runs["dataset"] == dataset], x=x, y="top1", hue="model", s=80, ax=ax)
-        ax.set_xscale("log")
+        part = runs[(runs["dataset"] == dataset) & runs["top1"].notna()]
+        if len(part):
+            sns.scatterplot(part, x=x, y="top1", hue="model", s=80, ax=ax)
+            ax.set_xscale("log")
         ax.set(title=dataset, xlabel=xlabel, ylabel="test top-1 (%)")
     fig.tight_layout()
     return fig
@@ -243,22 +277,139 @@ def accuracy_vs_parameters_figure(runs: pd.DataFrame) -> Figure:
     return _scatter(runs, "parameters", "parameters")
 
 
+def _landmarks(ax: Any, colours: int) -> None:
+    """Chance, the best additive rule and the solved threshold of the long-range task, as lines."""
+    ax.axhline(50, color="grey", linestyle=":", label="chance")
+    ax.axhline(100 * additive_ceiling(colours), color="grey", linestyle="--", label="best additive (local) rule")
+    ax.axhline(SOLVED_TOP1, color="green", linestyle="-.", linewidth=0.8, label=f"solved (>= {SOLVED_TOP1:g} %)")
+
+
+def seed_points_figure(runs: pd.DataFrame) -> Figure:
+    """Test top-1 of every finished run, one point per seed, with each model's mean and standard
+    deviation; one panel per dataset (the long-range panel marks chance, the additive ceiling and
+    the solved threshold)."""
+    done = runs[runs["top1"].notna()]
+    datasets = sorted(done["dataset"].unique()) or ["(none)"]
+    width = max([4.0] + [1.3 * done.loc[done["dataset"] == d, "model"].nunique() + 2 for d in datasets])
+    fig = Figure(figsize=(width, 4.2 * len(datasets)), layout="constrained")
+    axes = fig.subplots(len(datasets), 1, squeeze=False)[:, 0]
+    for ax, dataset in zip(axes, datasets):
+        part = done[done["dataset"] == dataset].sort_values("model")
+        if len(part):
+            sns.stripplot(part, x="model", y="top1", hue="model", size=7, jitter=0.15, legend=False, ax=ax)
+            sns.pointplot(part, x="model", y="top1", errorbar="sd", color="black", markers="_", linestyle="none",
+                          capsize=0.2, ax=ax)
+        if dataset == "long_range" and len(part):
+            _landmarks(ax, int(part["colours"].iloc[0]))
+            ax.legend(fontsize="x-small", loc="lower right")
+        ax.set(title=f"{dataset}: test top-1 per seed (bar: mean ± std)", xlabel="", ylabel="test top-1 (%)")
+        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    return fig
+
+
+def ablation_figure(runs: pd.DataFrame) -> Figure | None:
+    """Test top-1 per seed of every variant of one architecture (its experiments with another
+    label: an ablation), one panel per architecture that has variants; None when none has."""
+    done = runs[runs["top1"].notna()]
+    groups = [(arch, part) for arch, part in done.groupby(["dataset", "architecture"], sort=True) if part["model"].nunique() > 1]
+    if not groups:
+        return None
+    fig = Figure(figsize=(5.2 * len(groups), 4.4), layout="constrained")
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    for ax, ((dataset, architecture), part) in zip(axes, groups):
+        part = part.sort_values(["model"], key=lambda m: m.str.len())  # the plain model first
+        sns.stripplot(part, x="model", y="top1", hue="model", size=7, jitter=0.15, legend=False, ax=ax)
+        if dataset == "long_range":
+            _landmarks(ax, int(part["colours"].iloc[0]))
+            ax.legend(fontsize="x-small", loc="lower right")
+        ax.set(title=f"{architecture} ({dataset})", xlabel="", ylabel="test top-1 (%)")
+        ax.tick_params(axis="x", labelrotation=15, labelsize=8)
+    return fig
+
+
+def _per_model(runs: pd.DataFrame, column: str, fmt: str, unit: str) -> str:
+    """``"Simple-AACNN 99.75-99.95 % (3); Simple-CNN 48.10-54.90 % (3)"``: each model's range of
+    ``column`` and its number of runs."""
+    parts = []
+    for model, group in runs[runs[column].notna()].groupby("model", sort=True):
+        low, high = group[column].min(), group[column].max()
+        values = format(low, fmt) if low == high else f"{format(low, fmt)}-{format(high, fmt)}"
+        parts.append(f"{model} {values}{unit} ({len(group)})")
+    return "; ".join(parts) or "no finished run"
+
+
+def captions(runs: pd.DataFrame, found: list[Run]) -> dict[str, str]:
+    """One sentence per report figure, computed from the numbers the figure shows."""
+    last_val = pd.DataFrame([{"model": _label(r.config), "val": r.metrics[-1]["val_top1"]} for r in found if r.metrics])
+    done = runs[runs["top1"].notna()]
+    return {
+        "seed_points": f"Test top-1 of every seed, range per model (seeds in brackets): {_per_model(done, 'top1', '.2f', ' %')}.",
+        "learning_curves": ("Validation top-1 and training loss per epoch, one line per seed; validation top-1 at the "
+                            f"last epoch: {_per_model(last_val, 'val', '.1f', ' %') if len(last_val) else 'no epochs yet'}."),
+        "accuracy_vs_time": f"Test top-1 against each run's training time; seconds of training per run: {_per_model(done, 'train_seconds', '.0f', ' s')}.",
+        "accuracy_vs_parameters": "Test top-1 against parameters; parameters per model: " + "; ".join(
+            f"{model} {int(group['parameters'].iloc[0]):,}" for model, group in runs.groupby("model", sort=True)) + ".",
+    }
+
+
+def _markdown(runs_dir: str | Path, runs: pd.DataFrame, verdict: list[str], findings: list[str],
+              texts: dict[str, str], broken: pd.DataFrame) -> str:
+    """``report.md``: the verdict, the findings and every figure with its caption, for a docs page."""
+    cpus = ", ".join(sorted(runs["cpu"].dropna().unique())) or "unknown"
+    lines = [f"# Report of `{runs_dir}`", "",
+             f"{len(runs)} runs ({int((runs['status'] == 'finished').sum())} finished), measured on: {cpus}.", ""]
+    if verdict:
+        lines += ["## What was measured", "", *(f"- {line}" for line in verdict), ""]
+    if findings:
+        lines += ["## Why some seeds fail", "", *(f"- {line}" for line in findings), ""]
+    lines += ["## Figures", ""]
+    for name, caption in texts.items():
+        lines += [f"### {name.replace('_', ' ')}", "", f"![{name}]({name}.png)", "", caption, ""]
+    if len(broken):
+        lines += ["## Damaged run folders", "", *(f"- `{row.path}`: {row.reason}" for row in broken.itertuples()), ""]
+    return "\n".join(lines)
+
+
 def write_report(runs_dir: str | Path, output_dir: str | Path) -> dict[str, Any]:
-    """Tables (CSV) and figures (PNG) of every run under ``runs_dir``, written into ``output_dir``."""
+    """Tables (CSV) and figures (PNG) of every run under ``runs_dir``, written into ``output_dir``;
+    with long-range runs whose seeds disagree, the diagnosis of the failed seeds too
+    (:func:`aalib.analysis.long_range.diagnose`). Damaged run folders are left out of every table
+    and figure and listed (``damaged.csv``) with the reason; unfinished runs are listed apart."""
+    from .analysis.long_range import diagnose
+    from .verdict import long_range_verdicts
+
     output_dir = Path(output_dir)
-    found = find_runs(runs_dir)
-    runs = collect(runs_dir, found)
+    found, damaged = scan_runs(runs_dir)
+    runs = collect(runs_dir, found, damaged)
     summary = summarize(runs)
-    for name, table in (("runs", runs), ("summary", summary)):
-        atomic_write(output_dir / f"{name}.csv", lambda handle, table=table: table.to_csv(handle, index=False))
+    broken = pd.DataFrame([{"path": str(d.path), "reason": d.reason} for d in damaged], columns=["path", "reason"])
     figures = {
+        "seed_points": seed_points_figure(runs),
         "learning_curves": learning_curves_figure(found),
         "accuracy_vs_time": accuracy_vs_time_figure(runs),
         "accuracy_vs_parameters": accuracy_vs_parameters_figure(runs),
     }
+    texts = captions(runs, found)
+    ablations = ablation_figure(runs)
+    if ablations is not None:
+        figures["ablations"] = ablations
+        variants = runs[runs["top1"].notna() & runs.groupby(["dataset", "architecture"])["model"].transform("nunique").gt(1)]
+        texts["ablations"] = ("Test top-1 per seed of each architecture's variants (the same task, recipe and seeds but "
+                              f"for the one change named): {_per_model(variants, 'top1', '.2f', ' %')}.")
+    diagnosis = diagnose(found, long_range_verdicts(runs), label=_label)
+    figures.update(diagnosis.figures)
+    texts.update(diagnosis.captions)
+    tables = {"runs": runs, "summary": summary, "damaged": broken, "diagnosis": diagnosis.seeds}
+    for name, table in tables.items():
+        if name in ("runs", "summary") or len(table):
+            atomic_write(output_dir / f"{name}.csv", lambda handle, table=table: table.to_csv(handle, index=False))
     paths = {}
     for name, fig in figures.items():
         paths[name] = output_dir / f"{name}.png"
         write_png(paths[name], fig, dpi=110)
-    return {"runs": runs, "summary": summary, "figures": figures, "paths": paths,
-            "verdict": long_range_verdict(runs)}
+    verdict = long_range_verdict(runs)
+    text = _markdown(runs_dir, runs, verdict, diagnosis.findings, texts, broken)
+    atomic_write(output_dir / "report.md", lambda handle: handle.write(text))
+    return {"runs": runs, "summary": summary, "tables": dataset_tables(summary), "figures": figures,
+            "captions": texts, "paths": paths, "verdict": verdict, "diagnosis": diagnosis,
+            "unfinished": unfinished(runs), "damaged": broken}

@@ -12,6 +12,7 @@ The same run works without this module:
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -21,6 +22,7 @@ import yaml
 
 from .config import ConfigError, TrainConfig, config_from_dict, read_params, validate_config
 from .io import atomic_write
+from .lock import HELD_BY_PARENT, RunFolderBusy, RunLock
 
 __all__ = ["NOTEBOOKS", "RunPlan", "config_from_parameters", "expand_params", "plan_runs", "execute_run", "sweep"]
 
@@ -46,7 +48,8 @@ class RunPlan:
 
     @property
     def status(self) -> str:
-        """'finished', 'failed', 'running' (interrupted: will resume) or 'new'."""
+        """The run's ``summary.json`` status (``finished``, ``running``, ``interrupted``, ``failed``),
+        or ``new`` (no readable summary yet); anything but ``finished`` is resumed."""
         summary = self.out_dir / "summary.json"
         if not summary.is_file():
             return "new"
@@ -90,7 +93,11 @@ def plan_runs(params_file: str | Path, *, overrides: list[str] = (), runs_dir: s
 
 
 def execute_run(plan: RunPlan, *, notebook: Path = TRAIN_NOTEBOOK, log: Callable[[str], None] = print) -> str:
-    """Execute the training notebook for one plan (skipped when finished); returns the final status."""
+    """Execute the training notebook for one plan (skipped when finished); returns the final status.
+
+    The run folder's lock (:mod:`aalib.lock`) is held from before the first write to the end;
+    raises :class:`aalib.lock.RunFolderBusy`, having written nothing, when another process holds it.
+    """
     import papermill
 
     if plan.status == "finished":
@@ -98,23 +105,30 @@ def execute_run(plan: RunPlan, *, notebook: Path = TRAIN_NOTEBOOK, log: Callable
         return "finished"
     if not notebook.is_file():
         raise FileNotFoundError(f"training notebook not found: {notebook} (aalib runs from a source checkout)")
-    log(f"{plan.out_dir}: {'resuming' if plan.status != 'new' else 'starting'} ({plan.params_file})")
-    plan.out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(plan.out_dir / "params.yaml", lambda h: yaml.safe_dump(plan.parameters, h, sort_keys=False))
-    try:
-        papermill.execute_notebook(
-            str(notebook),
-            str(plan.out_dir / "train.ipynb"),
-            parameters=plan.parameters,
-            kernel_name="python3",
-            progress_bar=False,
-            log_output=False,
-            stdout_file=sys.stdout,
-            stderr_file=sys.stderr,
-        )
-    except papermill.PapermillExecutionError as exc:
-        log(f"{plan.out_dir}: the notebook stopped with {exc.ename}: {exc.evalue} (see {plan.out_dir / 'train.ipynb'})")
-        return plan.status if plan.status != "new" else "failed"
+    with RunLock(plan.out_dir):
+        log(f"{plan.out_dir}: {'resuming' if plan.status != 'new' else 'starting'} ({plan.params_file})")
+        atomic_write(plan.out_dir / "params.yaml", lambda h: yaml.safe_dump(plan.parameters, h, sort_keys=False))
+        previous = os.environ.get(HELD_BY_PARENT)
+        os.environ[HELD_BY_PARENT] = str(plan.out_dir.resolve())  # the kernel trains under this lock
+        try:
+            papermill.execute_notebook(
+                str(notebook),
+                str(plan.out_dir / "train.ipynb"),
+                parameters=plan.parameters,
+                kernel_name="python3",
+                progress_bar=False,
+                log_output=False,
+                stdout_file=sys.stdout,
+                stderr_file=sys.stderr,
+            )
+        except papermill.PapermillExecutionError as exc:
+            log(f"{plan.out_dir}: the notebook stopped with {exc.ename}: {exc.evalue} (see {plan.out_dir / 'train.ipynb'})")
+            return plan.status if plan.status != "new" else "failed"
+        finally:
+            if previous is None:
+                os.environ.pop(HELD_BY_PARENT, None)
+            else:
+                os.environ[HELD_BY_PARENT] = previous
     return plan.status
 
 
@@ -125,13 +139,26 @@ def sweep(
     runs_dir: str | Path = "runs",
     notebook: Path = TRAIN_NOTEBOOK,
     log: Callable[[str], None] = print,
+    skip_busy: bool = True,
 ) -> dict[Path, str]:
-    """Plan every params file first (all errors before any work), then execute the plans in order."""
+    """Plan every params file first (all errors before any work), then execute the plans in order.
+
+    A run folder that another process is writing (a second sweep over the same params, a job
+    array with a duplicate entry) is skipped with status ``busy``, so overlapping sweeps share the
+    work and never write one folder twice at once; with ``skip_busy=False`` it raises
+    :class:`aalib.lock.RunFolderBusy` instead.
+    """
     plans = [plan for path in expand_params(paths) for plan in plan_runs(path, overrides=overrides, runs_dir=runs_dir)]
     outcome = {}
     for index, plan in enumerate(plans, 1):
         log(f"[{index}/{len(plans)}] {plan.parameters['name']} seed {plan.parameters['seed']}")
-        outcome[plan.out_dir] = execute_run(plan, notebook=notebook, log=log)
+        try:
+            outcome[plan.out_dir] = execute_run(plan, notebook=notebook, log=log)
+        except RunFolderBusy as exc:
+            if not skip_busy:
+                raise
+            log(f"skipped: {exc}")
+            outcome[plan.out_dir] = "busy"
     return outcome
 
 
@@ -148,23 +175,33 @@ def build_report(runs_dir: str | Path, out_dir: str | Path | None = None, *, not
     import papermill
     from nbconvert import HTMLExporter
 
-    from .report import collect, long_range_verdict, summarize
+    from .report import collect, dataset_tables, long_range_verdict, summarize, unfinished
+    from .runs import scan_runs
 
     runs_dir = Path(runs_dir)
     out_dir = Path(out_dir) if out_dir is not None else runs_dir / "report"
-    runs = collect(runs_dir)  # an empty folder fails here, before anything is written
+    found, damaged = scan_runs(runs_dir)
+    runs = collect(runs_dir, found, damaged)  # a folder without runs fails here, before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / "report.ipynb"
     papermill.execute_notebook(str(notebook), str(executed), parameters={"runs_dir": str(runs_dir), "output_dir": str(out_dir)},
                                kernel_name="python3", progress_bar=False)
-    html, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    # report.html is for reading: outputs only (the executed notebook keeps the code)
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    html, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
     atomic_write(out_dir / "report.html", lambda handle: handle.write(html))
     summary, verdict = summarize(runs), long_range_verdict(runs)
+    shown = ["seeds", "finished", "top1", "top1 median", "top1 per seed", "solved", "top5"]
+    tables = [f"{dataset}:\n{table[[c for c in shown if c in table]].to_string()}" for dataset, table in dataset_tables(summary).items()]
+    waiting = unfinished(runs)
     text = "\n".join([
-        summary.to_string(index=False),
+        *tables,
         "",
         *verdict,
         "",
+        *([f"{len(waiting)} unfinished run(s), left out of the verdict: "
+           + ", ".join(f"{row.experiment} seed {row.seed} ({row.status})" for row in waiting.itertuples())] if len(waiting) else []),
+        *([f"skipped {len(damaged)} damaged run folder(s):"] + [f"  {d.path}: {d.reason}" for d in damaged] if damaged else []),
         f"report: {out_dir / 'report.html'}",
         f"executed notebooks: {executed} and {runs_dir}/<name>/seed<k>/train.ipynb",
     ])

@@ -7,9 +7,13 @@ One run = one output folder holding
   history, so running the same command again resumes exactly where it stopped;
 * ``metrics.csv``: one row per epoch (:data:`METRIC_COLUMNS`), rebuilt from the checkpoint's
   history on resume, so a killed run never duplicates rows;
-* ``summary.json``: status (running / finished / failed), best and last rows, test accuracy (on
-  all test images, the true denominator), parameter count, versions, device, git commit, config;
-* ``train.log``: the log a person reads.
+* ``summary.json``: status, best and last rows, test accuracy (on all test images, the true
+  denominator), parameter count, versions, device (the CPU's model name on the CPU), git commit,
+  config. Status is ``running`` while it trains, ``finished``, ``interrupted`` (Ctrl-C or SIGTERM:
+  the same command resumes it) or ``failed`` (an error or a non-finite loss, named in ``reason``);
+* ``train.log``: the log a person reads;
+* ``.lock``: the folder's one writer (:mod:`aalib.lock`): a second run on a folder that a live
+  process is writing raises :class:`aalib.lock.RunFolderBusy` before it writes anything.
 
 Faults (tracker issue #6, tests/test_reliability.py, RELIABILITY.md): every file is written
 atomically (:mod:`aalib.io`), so a kill at any moment leaves the previous ``last.pt`` loadable and
@@ -77,6 +81,7 @@ from torch import Tensor, nn
 
 from .config import ConfigError, TrainConfig, config_diff, validate_config
 from .io import atomic_write, write_json
+from .lock import RunLock, held
 from .machine import cpu_name
 from .memory import peak_rss_bytes, retain_freed_memory
 from .models import count_parameters
@@ -711,6 +716,8 @@ def _train_one(config: TrainConfig, out_dir: Path, info: DistInfo) -> dict[str, 
     config_dict = dataclasses.asdict(config)
 
     # 1. Read what the folder holds (nothing is written before the config is known to be good).
+    if info.is_main:
+        _check_not_busy(out_dir)
     last_path, summary_path = out_dir / "last.pt", out_dir / "summary.json"
     checkpoint = None
     if last_path.exists():
@@ -774,22 +781,32 @@ def _train_one(config: TrainConfig, out_dir: Path, info: DistInfo) -> dict[str, 
     summary = _summary_skeleton(config, device, info, parameters)
     summary["split_sizes"] = {split: len(getattr(splits, split)[1]) for split in ("train", "val", "test")}
     summary["num_classes"] = splits.num_classes  # with the config, enough to rebuild the model (aalib.runs)
-    if info.is_main:
-        with _writing(out_dir):
-            out_dir.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temporaries(out_dir)
-        if summary_path.exists() and checkpoint is not None:
-            with contextlib.suppress(ValueError, KeyError):
-                summary["started"] = json.loads(summary_path.read_text())["started"]
-    _barrier(info)
+    with contextlib.ExitStack() as held_lock:
+        if info.is_main:
+            with _writing(out_dir):
+                held_lock.enter_context(RunLock(out_dir))  # creates the folder: the first write
+            _remove_stale_temporaries(out_dir)
+            if summary_path.exists() and checkpoint is not None:
+                with contextlib.suppress(ValueError, KeyError):
+                    summary["started"] = json.loads(summary_path.read_text())["started"]
+        _barrier(info)
 
-    with _file_logging(out_dir, info):
-        if config.retain_freed_memory and retain_freed_memory():
-            log.info("host memory: freed blocks stay in the heap for reuse (retain_freed_memory)")
-        return _run(
-            config, out_dir, info, device, model, loaders, optimizer, scheduler, criterion,
-            history, start_epoch, best_top1, summary, steps_per_epoch, checkpoint,
-        )
+        with _file_logging(out_dir, info):
+            if config.retain_freed_memory and retain_freed_memory():
+                log.info("host memory: freed blocks stay in the heap for reuse (retain_freed_memory)")
+            return _run(
+                config, out_dir, info, device, model, loaders, optimizer, scheduler, criterion,
+                history, start_epoch, best_top1, summary, steps_per_epoch, checkpoint,
+            )
+
+
+def _check_not_busy(out_dir: Path) -> None:
+    """Fail at once, before reading or loading anything, when a live process writes ``out_dir``
+    (the lock taken before the first write is what guarantees one writer; this only saves the
+    second writer the work of loading its data first)."""
+    if held(out_dir):
+        with RunLock(out_dir):  # raises RunFolderBusy naming the holder
+            pass  # pragma: no cover (the holder ended between the two calls)
 
 
 def _remove_stale_temporaries(out_dir: Path) -> None:
@@ -854,6 +871,7 @@ def _run(
 
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     show = _show_progress(config, info)
+    saved = len(history)  # epochs that last.pt and metrics.csv hold
 
     try:
         epochs_bar = tqdm(range(start_epoch, config.epochs + 1), total=config.epochs, initial=start_epoch - 1,
@@ -893,6 +911,7 @@ def _run(
                     })
                 with _writing(metrics_path):
                     write_metrics_csv(metrics_path, history)
+            saved = len(history)
             publish()  # every rank keeps the summary (best epoch decides the test_best pass); rank 0 writes it
             log.info(
                 "epoch %d/%d  lr %.4g  train loss %.4f top-1 %.2f%%  val loss %.4f top-1 %.2f%% top-5 %.2f%%  "
@@ -924,8 +943,10 @@ def _run(
         publish(status="failed", reason=str(exc))
         return summary
     except BaseException as exc:
+        del history[saved:]  # an epoch stopped before its files were written is redone on resume
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         with contextlib.suppress(OSError):  # on a full disk this may fail too; the original error matters
-            publish(status="failed", reason=f"{type(exc).__name__}: {exc}".strip(": "))
+            publish(status=status, reason=f"{type(exc).__name__}: {exc}".strip(": "))
         raise
 
 

@@ -112,14 +112,15 @@ def report() -> nbformat.NotebookNode:
     return notebook("report", [
     new_markdown_cell("""# Study report
 
-Tables and figures of every run under `runs_dir`, read from the run folders (`summary.json`,
-`metrics.csv`), never from notebook output. One table per dataset: test top-1 and top-5, seconds
-per training epoch, peak memory and parameters per model, mean ± standard deviation over seeds,
-beside the numbers the reproduced study published (Roy & Meghal 2024: one run each, last epoch)
-and the papers' reference numbers (Zagoruyko & Komodakis 2016; Bello et al. 2019).
+Every run under the runs folder, read from the run folders (`summary.json`, `metrics.csv`), never
+from notebook output. A result is stated over seeds: each seed is a point, each table gives the mean
+± standard deviation, the median and every seed's value, and on the long-range task how many seeds
+solved it (test top-1 ≥ 90 %) with the exact 95 % binomial interval (Clopper-Pearson). The numbers
+the reproduced study published (Roy & Meghal 2024: one run each, last epoch) and the papers'
+reference numbers stand beside the datasets they were measured on.
 
-`aalib report runs/long_range` executes this notebook and writes it as HTML next to the tables
-(`summary.csv`, `runs.csv`) and figures (PNG)."""),
+`aalib report RUNS_DIR` executes this notebook and writes it as `report.html` (for reading: no
+code) next to the tables (`summary.csv`, `runs.csv`) and figures (PNG)."""),
     parameters_cell('''runs_dir: str = "runs/long_range"  # folder holding run folders (any depth)
 output_dir: str = ""  # where tables and figures go; "" means <runs_dir>/report'''),
     new_code_cell('''%matplotlib inline
@@ -130,24 +131,51 @@ from IPython.display import Markdown, display
 from aalib.report import references, write_report
 
 report = write_report(runs_dir, Path(output_dir) if output_dir else Path(runs_dir) / "report")
-runs, summary = report["runs"], report["summary"]
-print(f"{len(runs)} runs under {runs_dir}; tables and figures in {report['paths']['learning_curves'].parent}")'''),
+runs, captions, figures = report["runs"], report["captions"], report["figures"]
+
+
+def show(name):
+    """A figure and its caption."""
+    display(figures[name])
+    display(Markdown(f"*{captions[name]}*"))
+
+
+cpus = sorted(runs["cpu"].dropna().unique())
+display(Markdown(f"{len(runs)} runs under `{runs_dir}`, measured on: {', '.join(cpus) or 'unknown'}."))'''),
     new_markdown_cell("## What was measured"),
     new_code_cell('''display(Markdown("\\n".join(f"- {line}" for line in report["verdict"]) or "No long-range runs in this folder."))'''),
+    new_code_cell('''show("seed_points")
+if "ablations" in figures:
+    display(Markdown("### Ablations: one change at a time"))
+    show("ablations")'''),
     new_markdown_cell("## Results per dataset"),
-    new_code_cell('''for dataset, table in summary.groupby("dataset"):
+    new_code_cell('''for dataset, table in report["tables"].items():
     display(Markdown(f"### {dataset}"))
-    display(table.drop(columns="dataset").set_index("model"))'''),
-    new_markdown_cell("## Reference numbers from the papers"),
-    new_code_cell('''refs = references(sorted(runs["dataset"].unique()))
-refs if len(refs) else Markdown("No published reference for these datasets.")'''),
-    new_markdown_cell("## Learning curves"),
-    new_code_cell('report["figures"]["learning_curves"]'),
-    new_markdown_cell("## Accuracy against training time and parameters"),
-    new_code_cell('report["figures"]["accuracy_vs_time"]'),
-    new_code_cell('report["figures"]["accuracy_vs_parameters"]'),
+    display(table)
+refs = references(sorted(runs["dataset"].unique()))
+if len(refs):
+    display(Markdown("### Reference numbers from the papers"))
+    display(refs)'''),
+    new_markdown_cell("## Why some seeds fail"),
+    new_code_cell('''diagnosis = report["diagnosis"]
+if not diagnosis.cases:
+    display(Markdown("Every model's seeds agree (all solved or none did): nothing to diagnose."))
+else:
+    display(Markdown("\\n".join(f"- {line}" for line in diagnosis.findings)))
+    display(diagnosis.seeds)
+    for name in diagnosis.figures:
+        show(name)'''),
+    new_markdown_cell("## Learning curves, time and size"),
+    new_code_cell('''for name in ("learning_curves", "accuracy_vs_time", "accuracy_vs_parameters"):
+    show(name)'''),
     new_markdown_cell("## Every run"),
-    new_code_cell('runs.drop(columns="path")'),
+    new_code_cell('''if len(report["unfinished"]):
+    display(Markdown(f"**Unfinished runs** ({len(report['unfinished'])}), left out of the verdicts:"))
+    display(report["unfinished"])
+if len(report["damaged"]):
+    display(Markdown(f"**Damaged run folders** ({len(report['damaged'])}), left out of every table and figure:"))
+    display(report["damaged"])
+runs.drop(columns="path")'''),
     ])
 
 

@@ -119,9 +119,12 @@ def test_run_writes_the_run_folder_then_skips_it_and_reports(tmp_path):
     assert report["html"].is_file() and report["notebook"].is_file()
     html = report["html"].read_text()
     assert "Simple-AACNN" in html and "data:image/png" in html  # the table and the figures are in it
-    for name in ("summary.csv", "runs.csv", "learning_curves.png", "accuracy_vs_time.png", "accuracy_vs_parameters.png"):
+    assert "write_report(" not in html and "In&nbsp;[" not in html  # for readers: no code, no prompts
+    assert "Test top-1 of every seed" in html  # a figure's caption, computed from its numbers
+    for name in ("summary.csv", "runs.csv", "seed_points.png", "learning_curves.png", "accuracy_vs_time.png",
+                 "accuracy_vs_parameters.png"):
         assert (runs / "report" / name).is_file(), name
-    assert "Simple-AACNN" in report["text"] and "test images" in report["text"]
+    assert "Simple-AACNN" in report["text"] and "solved the task in" in report["text"] and "of 1 seed" in report["text"]
 
 
 @pytest.mark.slow

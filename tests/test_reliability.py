@@ -33,7 +33,7 @@ from aalib.train import CheckpointError, load_checkpoint
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 from formats import write_cifar100, write_tiny_imagenet  # noqa: E402
-from tinyrun import ENV, ROOT, SMOKE, TINY, read_csv, run_python, sets, write_text  # noqa: E402
+from tinyrun import ENV, ROOT, SMOKE, TINY, read_csv, run_python, sets, write_sweep_params, write_text  # noqa: E402
 
 CIFAR_PARAMS = ROOT / "params" / "seed" / "cifar100_simple_cnn.yaml"
 TINY_PARAMS = ROOT / "params" / "sound" / "tiny_imagenet_laa_wrn.yaml"
@@ -116,16 +116,7 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(straight: Pat
 
 @pytest.mark.slow
 def test_interrupted_sweep_skips_finished_runs_and_resumes_the_interrupted_one(tmp_path: Path) -> None:
-    params = tmp_path / "params"
-    params.mkdir()
-    tiny_yaml = "\n".join(f"  {s.split('=', 1)[0].split('.', 1)[1]}: {s.split('=', 1)[1]}"
-                          for s in TINY if s.startswith("dataset_args."))
-    for name, epochs in (("a", 2), ("b", 30)):
-        (params / f"{name}.yaml").write_text(
-            f"name: {name}\nmodel: seed_simple_cnn\nmodel_args: {{attention: null}}\ndataset: long_range\n"
-            f"dataset_args:\n  image_size: 16\n  receptive_field: 9\n  mark_size: 2\n{tiny_yaml}\n"
-            f"epochs: {epochs}\nbatch_size: 32\neval_batch_size: 64\nlr: 0.05\nschedule: cosine\n"
-            f"device: cpu\nlog_every: 0\nprogress: false\n")
+    params = write_sweep_params(tmp_path / "params", {"a": 2, "b": 30})
     runs = tmp_path / "runs"
     command = [sys.executable, "-m", "aalib", "sweep", str(params), "--runs-dir", str(runs)]
     sweep = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

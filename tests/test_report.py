@@ -1,4 +1,4 @@
-"""aalib.report on hand-made run tables: labels, mean ± std over seeds, the long-range verdict."""
+"""aalib.report on hand-made run tables: labels, statistics over seeds, columns, the verdict."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from aalib.config import TrainConfig
-from aalib.report import SEED_PUBLISHED, long_range_verdict, model_label, summarize
+from aalib.report import SEED_PUBLISHED, captions, dataset_tables, long_range_verdict, model_label, summarize
 
 
 @pytest.mark.parametrize(
@@ -16,6 +16,7 @@ from aalib.report import SEED_PUBLISHED, long_range_verdict, model_label, summar
     [
         ("seed_simple_cnn", {"attention": None}, "Simple-CNN"),
         ("seed_simple_cnn", {"attention": "linear"}, "Simple-LAACNN"),
+        ("seed_simple_cnn", {"attention": "linear_swapped"}, "Simple-LAACNN (swapped axes)"),
         ("seed_wrn", {"attention": "softmax"}, "Wide-AAResNet"),
         ("wrn", {"depth": 28, "width": 10, "attention": "softmax"}, "AA-WRN-28-10"),
         ("wrn", {"depth": 16, "width": 8}, "WRN-16-8"),
@@ -28,30 +29,84 @@ def test_model_label_uses_the_study_names(model, args, label):
 def _runs(rows):
     base = {"status": "finished", "epochs": 1, "top5": math.nan, "val_top1_best": 0.0, "s_per_epoch": 2.0,
             "train_seconds": 2.0, "peak_mem_mb": 100.0, "parameters": 1000, "num_classes": 2, "colours": 4,
-            "test_images": 2000, "path": "x", "experiment": "e"}
+            "test_images": 2000, "path": "x", "experiment": "e", "cpu": "test CPU"}
     return pd.DataFrame([{**base, **row} for row in rows])
 
 
-def test_summarize_gives_mean_and_std_over_seeds_beside_the_seed_study():
+def _long_range(model, top1s, **extra):
+    return [{"dataset": "long_range", "model": model, "seed": seed, "top1": top1, **extra} for seed, top1 in enumerate(top1s)]
+
+
+def test_summarize_gives_mean_std_median_and_every_seed():
     runs = _runs([
         {"dataset": "cifar100", "model": "Wide-ResNet", "seed": 0, "top1": 60.0, "top5": 85.0, "num_classes": 100},
         {"dataset": "cifar100", "model": "Wide-ResNet", "seed": 1, "top1": 62.0, "top5": 87.0, "num_classes": 100},
+        {"dataset": "cifar100", "model": "Wide-ResNet", "seed": 2, "top1": 67.0, "top5": 90.0, "num_classes": 100},
     ])
     row = summarize(runs).iloc[0]
-    assert row["seeds"] == 2 and row["top1"] == "61.00 ± 1.41" and row["top5"] == "86.00 ± 1.41"
+    assert row["seeds"] == 3 and row["top1"] == "63.00 ± 3.61" and row["top1 median"] == "62.00"
+    assert row["top1 per seed"] == "0: 60.00, 1: 62.00, 2: 67.00" and row["top5"] == "87.33 ± 2.52"
     assert row["seed study top1"] == SEED_PUBLISHED[("cifar100", "Wide-ResNet")][0] == 57.11
 
 
-def test_long_range_verdict_in_words():
+def test_no_empty_columns_the_studys_numbers_only_where_published_top5_only_above_five_classes():
     runs = _runs([
-        {"dataset": "long_range", "model": "Simple-CNN", "seed": 0, "top1": 51.0},
-        {"dataset": "long_range", "model": "Simple-AACNN", "seed": 0, "top1": 99.5},
-        {"dataset": "long_range", "model": "Simple-LAACNN", "seed": 0, "top1": 60.0},
-        {"dataset": "long_range", "model": "Other", "seed": 0, "top1": 80.0},
+        {"dataset": "cifar100", "model": "Simple-CNN", "seed": 0, "top1": 40.0, "top5": 70.0, "num_classes": 100},
+        *_long_range("Simple-CNN", [52.0, 55.0], top5=100.0),
+    ])
+    summary = summarize(runs)
+    tables = dataset_tables(summary)
+    assert set(tables) == {"cifar100", "long_range"}
+    cifar, synthetic = tables["cifar100"], tables["long_range"]
+    assert "seed study top1" in cifar and "top5" in cifar and "solved" not in cifar
+    assert "seed study top1" not in synthetic and "top5" not in synthetic  # 100 % top-5 of 2 classes says nothing
+    assert synthetic.loc["Simple-CNN", "solved"] == "0/2 (95 % CI 0-84 %)"
+    for table in tables.values():
+        assert not any(table[c].eq("-").all() for c in table.columns)
+    only_synthetic = summarize(_runs(_long_range("Simple-AACNN", [99.0, 99.5, 99.9])))
+    assert not any(c.startswith("seed study") for c in only_synthetic.columns) and "top5" not in only_synthetic
+
+
+def test_verdict_counts_seeds_gives_the_interval_and_where_the_others_stopped():
+    runs = _runs([
+        *_long_range("Simple-CNN", [54.9, 53.2, 48.1]),
+        *_long_range("Simple-AACNN", [99.95, 99.75, 99.9]),
+        *_long_range("Simple-LAACNN", [74.05, 99.55, 99.95, 75.35, 99.35]),
     ])
     lines = dict(line.split(" ", 1) for line in long_range_verdict(runs))
-    assert lines["Simple-CNN"].startswith("stayed at chance: 51.0 %")
-    assert lines["Simple-AACNN"].startswith("solved the task: 99.5 %")
-    assert lines["Simple-LAACNN"].startswith("beat chance only as far as a model without long-range interactions can")
-    assert "66.7 %" in lines["Simple-LAACNN"]
-    assert lines["Other"].startswith("learned part of the task, beyond any additive rule")
+    assert lines["Simple-AACNN"] == "solved the task in 3 of 3 seeds (95 % CI 29-100 %): test top-1 99.95, 99.75 and 99.90 %."
+    assert lines["Simple-LAACNN"].startswith(
+        "solved the task in 3 of 5 seeds (95 % CI 15-95 %): test top-1 99.55, 99.95 and 99.35 %; "
+        "the other 2 stopped at 74.05 and 75.35 % (beyond the 66.7 % any additive, local rule reaches")
+    cnn = lines["Simple-CNN"]
+    assert cnn.startswith("solved the task in 0 of 3 seeds (95 % CI 0-71 %); they stopped at 54.90 % (above chance")
+    assert "53.20 and 48.10 % (within 3.4 points of chance, 50 %)" in cnn
+
+
+def test_verdict_never_claims_more_than_the_seeds_show():
+    one = long_range_verdict(_runs(_long_range("Simple-AACNN", [99.5])))
+    assert one == ["Simple-AACNN solved the task in 1 of 1 seed (95 % CI 2-100 %): test top-1 99.50 %."]
+    rows = _long_range("Simple-LAACNN", [99.5, math.nan, math.nan])
+    rows[1]["status"], rows[2]["status"] = "interrupted", "failed"
+    (line,) = long_range_verdict(_runs(rows))
+    assert "1 of 1 seed" in line and line.endswith("(2 unfinished runs not counted).")
+    (line,) = long_range_verdict(_runs([{**_long_range("Simple-CNN", [math.nan])[0], "status": "running"}]))
+    assert line == "Simple-CNN has no finished run yet (1 unfinished run)."
+
+
+def test_captions_state_the_numbers_the_figures_show():
+    runs = _runs([*_long_range("Simple-CNN", [54.9, 53.2]), *_long_range("Simple-AACNN", [99.9])])
+    text = captions(runs, [])
+    assert "Simple-AACNN 99.90 % (1); Simple-CNN 53.20-54.90 % (2)" in text["seed_points"]
+    assert "Simple-CNN 1,000" in text["accuracy_vs_parameters"]
+
+
+def test_ablation_figure_groups_an_architectures_variants():
+    from aalib.report import ablation_figure
+
+    plain = _runs(_long_range("Simple-LAACNN", [74.0, 99.5], architecture="Simple-LAACNN"))
+    assert ablation_figure(plain) is None
+    both = pd.concat([plain, _runs(_long_range("Simple-LAACNN, 3 warm-up epochs", [99.0, 99.2], architecture="Simple-LAACNN"))])
+    figure = ablation_figure(both)
+    assert figure is not None and len(figure.axes) == 1
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["Simple-LAACNN", "Simple-LAACNN, 3 warm-up epochs"]

@@ -7,6 +7,7 @@ seconds on a 2-core CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -20,11 +21,13 @@ from aalib.config import (
     ConfigError,
     TrainConfig,
     apply_overrides,
+    config_diff,
     config_from_dict,
     load_config,
     parse_override,
 )
 from aalib.data import list_datasets
+from aalib.machine import cpu_name
 from aalib.models import list_models
 from aalib.train import NonFiniteLoss, load_checkpoint, lr_factor, rng_state, save_checkpoint, set_rng_state, train
 
@@ -155,8 +158,6 @@ def test_set_overrides_parse_yaml_scalars():
 
 def test_config_from_dict_round_trips():
     config = tiny_config()
-    import dataclasses
-
     assert config_from_dict(dataclasses.asdict(config)) == config
 
 
@@ -168,6 +169,8 @@ def test_every_params_file_is_a_valid_config():
     expected |= {f"sound/{d}_{m}.yaml" for d in ("cifar100", "tiny_imagenet") for m in ("wrn", "aa_wrn", "laa_wrn")}
     expected |= {"bello/cifar100_wrn28_10.yaml", "bello/cifar100_aa_wrn28_10.yaml", "smoke.yaml"}
     expected |= {f"long_range/{m}.yaml" for m in ("simple_cnn", "simple_aacnn", "simple_laacnn")}
+    expected |= {"long_range_ablations/simple_laacnn_swapped.yaml", "seed/cifar100_simple_laacnn_swapped.yaml"}
+    expected |= {f"long_range_ablations/{m}_warmup3.yaml" for m in ("simple_cnn", "simple_aacnn", "simple_laacnn")}
     assert expected <= names, f"missing params files: {sorted(expected - names)}"
     seen_names = set()
     for path in files:
@@ -187,6 +190,16 @@ def test_every_params_file_is_a_valid_config():
             with torch.device("meta"):
                 build_model(config.model, **config.model_args)
             built.add(key)
+    # The long-range demo: every model on one recipe, several seeds; each ablation changes one thing.
+    demo = {m: dataclasses.asdict(load_config(PARAMS / "long_range" / f"{m}.yaml")) for m in ("simple_cnn", "simple_aacnn", "simple_laacnn")}
+    assert all(len(c["seeds"]) >= 3 for c in demo.values())
+    assert config_diff(demo["simple_cnn"], demo["simple_laacnn"], ignore=frozenset({"name"})) == ["model_args.attention"]
+    assert config_diff(demo["simple_cnn"], demo["simple_aacnn"], ignore=frozenset({"name"})) == ["model_args.attention"]
+    swapped = dataclasses.asdict(load_config(PARAMS / "long_range_ablations" / "simple_laacnn_swapped.yaml"))
+    assert config_diff(demo["simple_laacnn"], swapped, ignore=frozenset({"name"})) == ["model_args.attention"]
+    for m, base in demo.items():
+        ablation = dataclasses.asdict(load_config(PARAMS / "long_range_ablations" / f"{m}_warmup3.yaml"))
+        assert config_diff(base, ablation, ignore=frozenset({"name", "label"})) == ["warmup_epochs"]
     seed = load_config(PARAMS / "seed" / "cifar100_laa_wrn.yaml")
     assert (seed.lr, seed.weight_decay, seed.schedule, seed.augment, seed.normalize, seed.nesterov) == (
         0.01, 0.0, "cosine", False, False, True)
@@ -270,6 +283,7 @@ def test_run_writes_metrics_summary_and_checkpoints(straight_run):
     assert on_disk["config"]["dataset_args"]["train_size"] == 128
     for key in ("torch", "python", "device_name", "git_commit"):
         assert key in on_disk["environment"]
+    assert on_disk["environment"]["device_name"] == cpu_name()  # the CPU's model name, not "x86_64"
     last = load_checkpoint(out / "last.pt")
     assert {"model", "optimizer", "scheduler", "epoch", "step", "rng", "config", "history"} <= set(last)
     assert last["epoch"] == 2 and last["step"] == 8 and len(last["history"]) == 2
@@ -304,7 +318,7 @@ def test_resume_matches_an_uninterrupted_run_exactly(straight_run, tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(), tmp_path)
     interrupted = json.loads((tmp_path / "summary.json").read_text())
-    assert interrupted["status"] == "failed" and "KeyboardInterrupt" in interrupted["reason"]
+    assert interrupted["status"] == "interrupted" and "KeyboardInterrupt" in interrupted["reason"]
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
     # A stale row that a killed run could leave behind: the resume must rewrite it away.
     with open(tmp_path / "metrics.csv", "a") as handle:
@@ -430,7 +444,7 @@ def test_ddp_two_processes_on_gloo(tmp_path):
     result = run_python("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         "-m", "aalib", "train", str(SMOKE), *sets(*TINY), "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "metrics.csv", "summary.json", "train.log"]
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "best.pt", "last.pt", "metrics.csv", "summary.json", "train.log"]
     rows = read_csv(out / "metrics.csv")
     assert [r["epoch"] for r in rows] == ["1", "2"]
     summary = json.loads((out / "summary.json").read_text())

@@ -19,7 +19,7 @@ from .download import ChecksumError, download_file, safe_extract
 from .loader import DeviceLoader
 from .safe_pickle import UnsafePickleError, load_restricted
 from .splits import DatasetNotFoundError, ImageSplits, channel_stats
-from .synthetic import LongRangeSamples, additive_ceiling, generate_long_range, long_range, long_range_samples
+from .synthetic import COLOUR_NAMES, LongRangeSamples, additive_ceiling, generate_long_range, long_range, long_range_samples
 from .tinyimagenet import tiny_imagenet
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "DatasetNotFoundError",
     "DeviceLoader",
     "ImageSplits",
+    "COLOUR_NAMES",
     "LongRangeSamples",
     "additive_ceiling",
     "UnsafePickleError",

@@ -44,6 +44,7 @@ from .splits import ImageSplits, channel_stats
 
 __all__ = [
     "CLASSES",
+    "COLOUR_NAMES",
     "PALETTE",
     "SPLITS",
     "LongRangeSamples",
@@ -67,6 +68,7 @@ PALETTE: tuple[tuple[float, float, float], ...] = (
     (1.0, 1.0, 1.0),  # white
     (1.0, 0.5, 0.0),  # orange
 )
+COLOUR_NAMES: tuple[str, ...] = ("red", "green", "blue", "yellow", "magenta", "cyan", "white", "orange")
 BACKGROUND = (0.3, 0.3, 0.3)
 _MARGIN = 1  # background pixels kept between any two objects, so shapes never merge
 _PLACEMENT_TRIES = 200
