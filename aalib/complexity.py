@@ -89,8 +89,7 @@ __all__ = [
 
 RECORD_FIELDS: tuple[str, ...] = ("variant", "attention", "position", "impl", "size", "n", "ms", "peak_mib", "note")
 
-# Seconds per training epoch the reproduced study printed (one run each, unrecorded GPU; see
-# shared STUDY_NOTES section 2), keyed by dataset then attention (None = plain Wide-ResNet).
+# Seconds per training epoch the reproduced study printed (one run each, unrecorded GPU),, keyed by dataset then attention (None = plain Wide-ResNet).
 SEED_EPOCH_SECONDS: dict[str, dict[str | None, float]] = {
     "cifar100": {None: 8.42, "softmax": 11.84, "linear": 12.61},
     "tinyimagenet": {None: 57.4, "softmax": 124.1, "linear": 120.1},

@@ -67,7 +67,7 @@ SEED_PUBLISHED: dict[tuple[str, str], tuple[float, float, float | None]] = {
     ("tiny_imagenet", "Wide-LAAResNet"): (43.51, 70.52, 120.1),
 }
 
-# Published reference numbers (STUDY_NOTES.md §3): (dataset, model, source, top-1, top-5, parameters).
+# Published reference numbers of the papers: (dataset, model, source, top-1, top-5, parameters).
 PAPER_REFERENCES: list[dict[str, Any]] = [
     {"dataset": "cifar100", "model": "WRN-28-10", "source": "Zagoruyko & Komodakis 2016 (median of 5)",
      "top1": 100 - 19.25, "top5": None, "parameters": 36.5e6},

@@ -15,7 +15,7 @@ One run = one output folder holding
 * ``.lock``: the folder's one writer (:mod:`aalib.lock`): a second run on a folder that a live
   process is writing raises :class:`aalib.lock.RunFolderBusy` before it writes anything.
 
-Faults (tracker issue #6, tests/test_reliability.py, RELIABILITY.md): every file is written
+Faults (tests/test_reliability.py, RELIABILITY.md): every file is written
 atomically (:mod:`aalib.io`), so a kill at any moment leaves the previous ``last.pt`` loadable and
 running the same command again resumes from it (temporary files of an interrupted write are
 removed on the way); a write that fails (full disk, file size limit, no permission) raises

@@ -1,4 +1,4 @@
-"""The complexity study (tracker issue #5): cost model on hand-computed cases, the crossover formula,
+"""The complexity study: cost model on hand-computed cases, the crossover formula,
 log-log fits on synthetic power laws, the seed explanation, the bench sweep API, and
 ``notebooks/complexity.ipynb`` executed through papermill itself."""
 

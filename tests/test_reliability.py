@@ -1,4 +1,4 @@
-"""Tracker issue #6: faults, bad input and hostile files, each through the real command line in a
+"""Faults, bad input and hostile files, each through the real command line in a
 subprocess (``python -m aalib ...``; ``tests/faults.py`` wraps it where a fault must strike at an
 exact point). RELIABILITY.md maps every case to its test.
 

@@ -1,4 +1,4 @@
-"""What the trained models do: attention maps, receptive fields, attributions (tracker issue #5, section 2).
+"""What the trained models do: attention maps, receptive fields, attributions.
 
 * :mod:`.maps`: each AA/LAA layer's attention maps (Bello et al. 2019) and LAA global context
   maps (Shen et al. 2021), read off a forward pass through hooks; query-pixel coordinates.

@@ -15,7 +15,7 @@ units), starting from ``r = j = 1``. A conv or pool with kernel ``k``, stride ``
   https://arxiv.org/abs/1812.01243);
 * a global (adaptive) pool before the classifier is not a feature layer and is left out.
 
-For the seed's Simple-CNN this gives 3, 5, 9, 13, 21 px (STUDY_NOTES section 2).
+For the seed's Simple-CNN this gives 3, 5, 9, 13, 21 px.
 
 **Effective receptive field** (W. Luo, Y. Li, R. Urtasun, R. Zemel, "Understanding the Effective
 Receptive Field in Deep Convolutional Neural Networks", NeurIPS 2016,

@@ -25,7 +25,7 @@ from ..runs import Run, find_runs
 
 __all__ = ["ModelSource", "from_run", "untrained_sources", "load_sources", "as_sources", "reinitialised", "FALLBACK_ATTENTIONS"]
 
-# The fallback trio: Simple-CNN, Simple-AACNN, Simple-LAACNN (STUDY_NOTES section 2).
+# The fallback trio: Simple-CNN, Simple-AACNN, Simple-LAACNN (the reproduced study's shallow nets).
 FALLBACK_ATTENTIONS: tuple[str | None, ...] = (None, "softmax", "linear")
 
 

@@ -8,7 +8,7 @@ import sys
 BENCHMARKS = {
     "attention": "aalib.bench.attention",  # AA / LAA layer time and memory against resolution
     "train": "aalib.bench.train",  # one training step of every model
-    "soak": "aalib.bench.soak",  # resident memory over many training epochs (tracker issue #6)
+    "soak": "aalib.bench.soak",  # resident memory over many training epochs
 }
 
 

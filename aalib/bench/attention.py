@@ -2,7 +2,7 @@
 
 ``python -m aalib.bench attention [--sizes 16 32 64] [--linear-sizes 16 32 64 128] [--out FILE]``
 
-Setting (tracker issue #3): batch 8, 64 -> 64 channels, dk = dv = 32, 4 heads, 3x3 convolution
+Setting: batch 8, 64 -> 64 channels, dk = dv = 32, 4 heads, 3x3 convolution
 branch; forward + backward of the whole layer. "Naive" is the same layer whose attention is the
 explicit formula, ``attention_weights(q, k) @ v``: the ``(B, heads, N, N)`` logits and weights
 are materialised, as in Bello et al.'s published code and the public ports. Each case runs in a
@@ -45,7 +45,7 @@ from aalib.memory import peak_rss_bytes, retain_freed_memory
 __all__ = ["BATCH", "CHANNELS", "DK", "DV", "HEADS", "IMPLS", "VARIANTS", "LAYER_VARIANTS", "Case", "NaiveAugmentedConv2d",
            "naive_map_bytes", "run_case", "run_in_subprocess", "case_env", "sweep_plan", "sweep", "machine_info", "main"]
 
-BATCH, CHANNELS, DK, DV, HEADS = 8, 64, 32, 32, 4  # the issue #3 setting (the CLI's)
+BATCH, CHANNELS, DK, DV, HEADS = 8, 64, 32, 32, 4  # the benchmark's setting (the CLI's)
 IMPLS: tuple[str, ...] = ("ours", "naive")
 DEFAULT_MALLOC = "glibc.malloc.hugetlb=1"
 # AA-conv (softmax) with and without relative logits, and LAA-conv (linear, sine-cosine positions):

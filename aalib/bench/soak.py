@@ -7,7 +7,7 @@ set size (RSS, ``/proc/self/statm``) after each epoch. The trainer's per-epoch l
 hook: a logging handler reads the RSS when the ``epoch k/N`` line is emitted, after that epoch's
 checkpoint was written.
 
-Verdict (tracker issue #6): RSS after the last epoch within 10 % of RSS after the second (the
+Verdict: RSS after the last epoch within 10 % of RSS after the second (the
 first epoch still allocates the allocator's pools and autograd buffers). The table goes to
 stdout, the JSON (``--out``, written atomically) holds the machine, the settings and every epoch.
 """

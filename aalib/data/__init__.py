@@ -1,4 +1,4 @@
-"""Datasets of the study kit, held in memory as uint8 tensors (tracker issue #4, section 2).
+"""Datasets of the study kit, held in memory as uint8 tensors.
 
 * ``cifar100``: CIFAR-100 from the official python archive (Krizhevsky 2009).
 * ``tiny_imagenet``: Tiny-ImageNet-200 (CS231n), decoded once and cached.

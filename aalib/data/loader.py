@@ -1,7 +1,7 @@
 """Batches from in-memory uint8 images, augmented on the training device.
 
-Tracker issue #4: "Datasets that fit in memory are kept as uint8 tensors and augmented in batches
-on the training device, so that two CPU cores never starve a GPU." The images move to the device
+Datasets that fit in memory are kept as uint8 tensors and augmented in batches on the training
+device, so that two CPU cores never starve a GPU. The images move to the device
 once; each batch is gathered, converted to float, randomly cropped from a reflect-padded copy
 and flipped (the WRN recipe, Zagoruyko & Komodakis 2016, https://arxiv.org/abs/1605.07146,
 Sec. 4: pad 4, random 32x32 crop, horizontal flip), then normalised.

@@ -2,7 +2,7 @@
 
 Every dataset of the kit fits in memory as ``uint8`` tensors (CIFAR-100: 180 MB, Tiny-ImageNet:
 1.3 GB), so a builder returns whole splits and :class:`aalib.data.loader.DeviceLoader` augments
-them in batches on the training device (tracker issue #4, section 2).
+them in batches on the training device.
 """
 
 from __future__ import annotations

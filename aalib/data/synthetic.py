@@ -1,7 +1,7 @@
 """A synthetic task that a network without long-range interactions cannot solve.
 
-Tracker issue #4, section 2: the label is a relation between two marks placed farther apart than
-the Simple-CNN's receptive field (21 px, see STUDY_NOTES section 2). Here: "are the two square
+The label is a relation between two marks placed farther apart than the Simple-CNN's
+receptive field (21 px, :class:`aalib.models.seed.SimpleCNN`). Here: "are the two square
 marks the same colour?" (label 1 = same, 0 = different), with ``colours`` = K palette colours.
 
 Why a local network cannot solve it. With global average pooling and a linear head, the logit
