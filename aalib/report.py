@@ -14,6 +14,7 @@ return matplotlib figures and each has a one-sentence caption computed from the 
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 from pathlib import Path
@@ -102,6 +103,13 @@ def model_label(config: TrainConfig) -> str:
     return config.model if attention is None else f"{config.model} ({attention})"
 
 
+def _unswapped(config: TrainConfig) -> TrainConfig:
+    """The config with the swapped-axes linear attention read as linear attention."""
+    if config.model_args.get("attention") != "linear_swapped":
+        return config
+    return dataclasses.replace(config, model_args={**config.model_args, "attention": "linear"})
+
+
 def _label(config: TrainConfig) -> str:
     """How the report names an experiment: its ``label``, else its model's name in the study."""
     return config.label or model_label(config)
@@ -110,15 +118,17 @@ def _label(config: TrainConfig) -> str:
 def run_row(run: Run) -> dict[str, Any]:
     """One run's results: test and best validation accuracy, time, memory, parameters, status.
 
-    ``model`` is how the report names the experiment (the config's ``label``, else the
-    architecture's name in the study); ``architecture`` is always the latter."""
+    ``model`` is how the report names the experiment (the config's ``label``, else the model's
+    name in the study); ``architecture`` names the network, the same for the swapped-axes
+    variant of linear attention as for the correct one (same layers and parameters), so the
+    ablation figure sets them side by side."""
     test = run.summary.get("test") or {}
     metrics = pd.DataFrame(run.metrics)
     return {
         "experiment": run.name,
         "dataset": run.config.dataset,
         "model": _label(run.config),
-        "architecture": model_label(run.config),
+        "architecture": model_label(_unswapped(run.config)),
         "seed": run.config.seed,
         "status": run.status,
         "epochs": run.summary.get("epochs_completed", len(run.metrics)),
@@ -301,7 +311,7 @@ def seed_points_figure(runs: pd.DataFrame) -> Figure:
                           capsize=0.2, ax=ax)
         if dataset == "long_range" and len(part):
             _landmarks(ax, int(part["colours"].iloc[0]))
-            ax.legend(fontsize="x-small", loc="lower right")
+            ax.legend(fontsize="x-small", loc="center right")
         ax.set(title=f"{dataset}: test top-1 per seed (bar: mean ± std)", xlabel="", ylabel="test top-1 (%)")
         ax.tick_params(axis="x", labelrotation=20, labelsize=8)
     return fig
@@ -317,11 +327,11 @@ def ablation_figure(runs: pd.DataFrame) -> Figure | None:
     fig = Figure(figsize=(5.2 * len(groups), 4.4), layout="constrained")
     axes = fig.subplots(1, len(groups), squeeze=False)[0]
     for ax, ((dataset, architecture), part) in zip(axes, groups):
-        part = part.sort_values(["model"], key=lambda m: m.str.len())  # the plain model first
+        part = part.sort_values(["model"], key=lambda m: m.str.len(), kind="stable")  # the plain model first
         sns.stripplot(part, x="model", y="top1", hue="model", size=7, jitter=0.15, legend=False, ax=ax)
         if dataset == "long_range":
             _landmarks(ax, int(part["colours"].iloc[0]))
-            ax.legend(fontsize="x-small", loc="lower right")
+            ax.legend(fontsize="x-small", loc="center right")
         ax.set(title=f"{architecture} ({dataset})", xlabel="", ylabel="test top-1 (%)")
         ax.tick_params(axis="x", labelrotation=15, labelsize=8)
     return fig

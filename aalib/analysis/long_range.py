@@ -197,13 +197,13 @@ def failing_pairs(frame: pd.DataFrame) -> list[str]:
 
 
 def explained_top1(frame: pd.DataFrame, pairs: list[str]) -> float:
-    """Test top-1 (%) of a model that is right on every image except those of ``pairs``, which
-    it calls "same": what merging those colours alone costs."""
+    """Test top-1 (%) of a model that is wrong on every image of the colour ``pairs`` and right on
+    all others: what losing those pairs alone costs (a model that merges colours calls their
+    different pairs "same")."""
     low = np.minimum(frame["colour_a"], frame["colour_b"])
     high = np.maximum(frame["colour_a"], frame["colour_b"])
     names = pd.Series([f"{COLOUR_NAMES[a]}-{COLOUR_NAMES[b]}" for a, b in zip(low, high)], index=frame.index)
-    wrong = names.isin(pairs) & (frame["label"] == 0)
-    return 100 * (1 - wrong.mean())
+    return 100 * (1 - names.isin(pairs).mean())
 
 
 _PEAK_IMAGES = 16  # test images the context-map peak is taken over
@@ -240,11 +240,11 @@ def _seed_rows(model: str, runs: Sequence[Run], verdict: ModelVerdict, label: Ca
 
 
 def _seeds_sentence(model: str, rows: pd.DataFrame) -> str:
-    """``"Simple-LAACNN: seed 0 74.05 %: fails green-blue, ... (right on all else would give 75.00 %), ..."``."""
+    """``"Simple-LAACNN: seed 0 74.05 %: fails green-blue, ... (wrong on those pairs only would give 74.05 %), ..."``."""
     parts = []
     for row in rows.itertuples():
         text = f"seed {row.seed} {row.top1:.2f} %: " + ("no colour pair below 50 %" if row.failing_pairs == "none" else
-                f"fails {row.failing_pairs} (right on all else would give {row.explained_top1:.2f} %)")
+                f"fails {row.failing_pairs} (wrong on those pairs only would give {row.explained_top1:.2f} %)")
         if not math.isnan(row.context_peak):
             text += f", context-map peak {row.context_peak:.3f}"
         parts.append(text)
@@ -278,7 +278,7 @@ def diagnose(runs: Sequence[Run], verdicts: Sequence[ModelVerdict], *,
     pairs explain and how peaked its global context maps are (:attr:`Diagnosis.seeds`); for its
     worst failed and best solved seed the accuracy per colour pair, by distance and axis, and
     (attention models) the attention maps of a query on a mark of an image the failed seed gets
-    wrong, with LAA's global context maps. ``label`` names a run's model as the verdicts do.
+    wrong, with LAA's global context maps (of the first LAA model among them, else the first). ``label`` names a run's model as the verdicts do.
     Empty when no model's seeds disagree."""
     from .sources import from_run
     from .views import attention_figure, image_layer_maps
@@ -318,7 +318,8 @@ def diagnose(runs: Sequence[Run], verdicts: Sequence[ModelVerdict], *,
     for case in result.cases:
         result.findings.append(_seeds_sentence(case.model, result.seeds[result.seeds["model"] == case.model]) + ".")
 
-    case = result.cases[0]
+    # the maps of one case: linear attention's when a linear model is among them (it has context maps)
+    case = next((c for c in result.cases if c.failed.config.model_args.get("attention") == "linear"), result.cases[0])
     failed, solved = predictions[case.titles()[0]], predictions[case.titles()[1]]
     image = _explained_image(case, failed, solved)
     sources = {title: from_run(run, image + 1, which="last") for title, run in zip(case.titles(), (case.failed, case.solved))}
@@ -329,7 +330,8 @@ def diagnose(runs: Sequence[Run], verdicts: Sequence[ModelVerdict], *,
         figure, _ = attention_figure(sources, image, -1, query)
         result.figures["attention_failed_vs_solved"] = figure
         result.captions["attention_failed_vs_solved"] = (
-            f"Where a query on the first mark looks in the last attention layer, test image {image} "
+            f"Where a query on the first mark looks in the last attention layer of {case.model}, seed "
+            f"{case.failed.config.seed} (failed) and seed {case.solved.config.seed} (solved), test image {image} "
             f"({row['name_a']} and {row['name_b']}, label {'same' if row['label'] else 'different'}): the failed seed "
             f"calls it {'same' if row['predicted'] else 'different'}, the solved seed "
             f"{'same' if solved.iloc[image]['predicted'] else 'different'}.")
