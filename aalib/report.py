@@ -24,6 +24,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from .analysis.long_range import diagnose
 from .config import TrainConfig
 from .data import additive_ceiling, long_range
 from .io import atomic_write, write_png
@@ -385,9 +386,6 @@ def write_report(runs_dir: str | Path, output_dir: str | Path) -> dict[str, Any]
     with long-range runs whose seeds disagree, the diagnosis of the failed seeds too
     (:func:`aalib.analysis.long_range.diagnose`). Damaged run folders are left out of every table
     and figure and listed (``damaged.csv``) with the reason; unfinished runs are listed apart."""
-    from .analysis.long_range import diagnose
-    from .verdict import long_range_verdicts
-
     output_dir = Path(output_dir)
     found, damaged = scan_runs(runs_dir)
     runs = collect(runs_dir, found, damaged)

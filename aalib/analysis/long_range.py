@@ -23,8 +23,13 @@ from matplotlib.figure import Figure
 
 from ..config import TrainConfig
 from ..data import COLOUR_NAMES, long_range_samples
+from ..models import attention_layers
 from ..runs import Run
 from ..verdict import ModelVerdict
+from .maps import collect_attention_maps
+from .plots import plot_context_maps
+from .sources import from_run
+from .views import attention_figure, image_layer_maps
 
 __all__ = [
     "Case",
@@ -213,9 +218,6 @@ def _context_peak(run: Run) -> tuple[float, float]:
     """How peaked the last LAA layer's global context maps are: the median, over its maps and the
     first test images, of each map's largest weight; and that weight for a uniform map
     (1 / positions). NaNs for a model without linear attention."""
-    from .maps import collect_attention_maps
-    from .sources import from_run
-
     source = from_run(run, _PEAK_IMAGES, which="last")
     layers = collect_attention_maps(source.model, source.inputs())
     context = layers[-1].context if layers else None
@@ -280,10 +282,6 @@ def diagnose(runs: Sequence[Run], verdicts: Sequence[ModelVerdict], *,
     (attention models) the attention maps of a query on a mark of an image the failed seed gets
     wrong, with LAA's global context maps (of the first LAA model among them, else the first). ``label`` names a run's model as the verdicts do.
     Empty when no model's seeds disagree."""
-    from .sources import from_run
-    from .views import attention_figure, image_layer_maps
-    from .plots import plot_context_maps
-
     by_model = {v.model: v for v in verdicts}
     result = Diagnosis()
     for verdict in verdicts:
@@ -326,7 +324,7 @@ def diagnose(runs: Sequence[Run], verdicts: Sequence[ModelVerdict], *,
     size = case.failed.config.dataset_args.get("mark_size", 3)
     row = failed.iloc[image]
     query = (int(row["y_a"]) + size // 2, int(row["x_a"]) + size // 2)
-    if all(attention_layers_of(source) for source in sources.values()):
+    if all(attention_layers(source.untrained) for source in sources.values()):
         figure, _ = attention_figure(sources, image, -1, query)
         result.figures["attention_failed_vs_solved"] = figure
         result.captions["attention_failed_vs_solved"] = (
@@ -345,9 +343,3 @@ def diagnose(runs: Sequence[Run], verdicts: Sequence[ModelVerdict], *,
                     f"{peak.min():.3f}-{peak.max():.3f} (median {peak.median():.3f}; uniform would be {1 / layer.context[0][0, 0].numel():.3f}).")
     return result
 
-
-def attention_layers_of(source) -> bool:
-    """Whether a source's model has an attention layer."""
-    from ..models import attention_layers
-
-    return bool(attention_layers(source.untrained))
