@@ -252,11 +252,8 @@ def learning_curves_figure(runs: list[Run]) -> Figure:
             ax = axes[row, col]
             if len(part):
                 sns.lineplot(part, x="epoch", y=metric, hue="model", units="seed", estimator=None, marker="o", ax=ax)
-            if dataset == "long_range" and metric == "val_top1":
-                ceiling = 100 * additive_ceiling(int(part["colours"].iloc[0])) if len(part) else None
-                ax.axhline(50, color="grey", linestyle=":", label="chance")
-                if ceiling:
-                    ax.axhline(ceiling, color="grey", linestyle="--", label="best additive (local) rule")
+            if dataset == "long_range" and metric == "val_top1" and len(part):
+                _landmarks(ax, int(part["colours"].iloc[0]), solved=False)
                 ax.legend(fontsize="x-small")
             ax.set_title(f"{dataset}: {title}")
     fig.tight_layout()
@@ -288,11 +285,22 @@ def accuracy_vs_parameters_figure(runs: pd.DataFrame) -> Figure:
     return _scatter(runs, "parameters", "parameters")
 
 
-def _landmarks(ax: Any, colours: int) -> None:
-    """Chance, the best additive rule and the solved threshold of the long-range task, as lines."""
+def _landmarks(ax: Any, colours: int, solved: bool = True) -> None:
+    """Chance, the best additive rule and (``solved``) the solved threshold of the long-range task, as lines."""
     ax.axhline(50, color="grey", linestyle=":", label="chance")
     ax.axhline(100 * additive_ceiling(colours), color="grey", linestyle="--", label="best additive (local) rule")
-    ax.axhline(SOLVED_TOP1, color="green", linestyle="-.", linewidth=0.8, label=f"solved (>= {SOLVED_TOP1:g} %)")
+    if solved:
+        ax.axhline(SOLVED_TOP1, color="green", linestyle="-.", linewidth=0.8, label=f"solved (>= {SOLVED_TOP1:g} %)")
+
+
+def _seed_strip(ax: Any, part: pd.DataFrame, dataset: str, title: str, rotation: int) -> None:
+    """One point per seed of each model in ``part``, with the long-range landmarks."""
+    sns.stripplot(part, x="model", y="top1", hue="model", size=7, jitter=0.15, legend=False, ax=ax)
+    if dataset == "long_range":
+        _landmarks(ax, int(part["colours"].iloc[0]))
+        ax.legend(fontsize="x-small", loc="center right")
+    ax.set(title=title, xlabel="", ylabel="test top-1 (%)")
+    ax.tick_params(axis="x", labelrotation=rotation, labelsize=8)
 
 
 def seed_points_figure(runs: pd.DataFrame) -> Figure:
@@ -307,35 +315,31 @@ def seed_points_figure(runs: pd.DataFrame) -> Figure:
     for ax, dataset in zip(axes, datasets):
         part = done[done["dataset"] == dataset].sort_values("model")
         if len(part):
-            sns.stripplot(part, x="model", y="top1", hue="model", size=7, jitter=0.15, legend=False, ax=ax)
+            _seed_strip(ax, part, dataset, f"{dataset}: test top-1 per seed (bar: mean ± std)", 20)
             sns.pointplot(part, x="model", y="top1", errorbar="sd", color="black", markers="_", linestyle="none",
                           capsize=0.2, ax=ax)
-        if dataset == "long_range" and len(part):
-            _landmarks(ax, int(part["colours"].iloc[0]))
-            ax.legend(fontsize="x-small", loc="center right")
-        ax.set(title=f"{dataset}: test top-1 per seed (bar: mean ± std)", xlabel="", ylabel="test top-1 (%)")
-        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
     return fig
 
 
 def ablation_figure(runs: pd.DataFrame) -> Figure | None:
     """Test top-1 per seed of every variant of one architecture (its experiments with another
     label: an ablation), one panel per architecture that has variants; None when none has."""
-    done = runs[runs["top1"].notna()]
-    groups = [(arch, part) for arch, part in done.groupby(["dataset", "architecture"], sort=True) if part["model"].nunique() > 1]
+    variants = _variant_runs(runs)
+    groups = list(variants.groupby(["dataset", "architecture"], sort=True))
     if not groups:
         return None
     fig = Figure(figsize=(5.2 * len(groups), 4.4), layout="constrained")
     axes = fig.subplots(1, len(groups), squeeze=False)[0]
     for ax, ((dataset, architecture), part) in zip(axes, groups):
         part = part.sort_values(["model"], key=lambda m: m.str.len(), kind="stable")  # the plain model first
-        sns.stripplot(part, x="model", y="top1", hue="model", size=7, jitter=0.15, legend=False, ax=ax)
-        if dataset == "long_range":
-            _landmarks(ax, int(part["colours"].iloc[0]))
-            ax.legend(fontsize="x-small", loc="center right")
-        ax.set(title=f"{architecture} ({dataset})", xlabel="", ylabel="test top-1 (%)")
-        ax.tick_params(axis="x", labelrotation=15, labelsize=8)
+        _seed_strip(ax, part, dataset, f"{architecture} ({dataset})", 15)
     return fig
+
+
+def _variant_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The finished runs of every architecture that was run under more than one label."""
+    done = runs[runs["top1"].notna()]
+    return done[done.groupby(["dataset", "architecture"])["model"].transform("nunique").gt(1)]
 
 
 def _per_model(runs: pd.DataFrame, column: str, fmt: str, unit: str) -> str:
@@ -401,9 +405,8 @@ def write_report(runs_dir: str | Path, output_dir: str | Path) -> dict[str, Any]
     ablations = ablation_figure(runs)
     if ablations is not None:
         figures["ablations"] = ablations
-        variants = runs[runs["top1"].notna() & runs.groupby(["dataset", "architecture"])["model"].transform("nunique").gt(1)]
         texts["ablations"] = ("Test top-1 per seed of each architecture's variants (the same task, recipe and seeds but "
-                              f"for the one change named): {_per_model(variants, 'top1', '.2f', ' %')}.")
+                              f"for the one change named): {_per_model(_variant_runs(runs), 'top1', '.2f', ' %')}.")
     diagnosis = diagnose(found, long_range_verdicts(runs), label=_label)
     figures.update(diagnosis.figures)
     texts.update(diagnosis.captions)

@@ -11,6 +11,7 @@ plateau set by how many colours it merged, whatever its training loss does.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
@@ -22,7 +23,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ..config import TrainConfig
-from ..data import COLOUR_NAMES, long_range_samples
+from ..data import COLOUR_NAMES, ImageSplits, long_range_samples
 from ..models import attention_layers
 from ..runs import Run
 from ..verdict import ModelVerdict
@@ -47,20 +48,21 @@ _SAMPLE_ARGS = ("image_size", "colours", "mark_size", "receptive_field", "distra
 
 
 @torch.no_grad()
-def image_results(run: Run, *, which: str = "last", batch_size: int = 500) -> pd.DataFrame:
+def image_results(run: Run, *, which: str = "last", batch_size: int = 500, splits: ImageSplits | None = None) -> pd.DataFrame:
     """One row per test image of a long-range run: label, the marks' colours (palette indices and
     names) and positions, their distance, the prediction and whether it is right.
 
     ``distance`` is the larger axis gap between the marks' nearest pixels (the distance rule
     keeps it at least ``receptive_field``); ``apart`` says along which axis the rule holds
-    (``"rows"``: one mark above the other, ``"columns"``: side by side, or ``"both axes"``). ``which`` picks ``last.pt`` (the weights behind the
-    reported test top-1) or ``best.pt``. Raises ValueError for a run of another dataset.
+    (``"rows"``: one mark above the other, ``"columns"``: side by side, or ``"both axes"``).
+    ``which`` picks ``last.pt`` (the weights behind the reported test top-1) or ``best.pt``; ``splits`` (the run's dataset, for its normalisation)
+    saves rebuilding it. Raises ValueError for a run of another dataset.
     """
     if run.config.dataset != "long_range":
         raise ValueError(f"{run.path}: image_results needs a long_range run, this one trained on {run.config.dataset!r}")
     args = {key: value for key, value in run.config.dataset_args.items() if key in _SAMPLE_ARGS}
     samples = long_range_samples("test", **args)
-    splits = run.dataset()
+    splits = run.dataset() if splits is None else splits
     model = run.model(which)
     x = samples.images.float().div(255.0)  # N, 3, S, S
     if run.config.normalize:
@@ -214,11 +216,11 @@ def explained_top1(frame: pd.DataFrame, pairs: list[str]) -> float:
 _PEAK_IMAGES = 16  # test images the context-map peak is taken over
 
 
-def _context_peak(run: Run) -> tuple[float, float]:
+def _context_peak(run: Run, splits: ImageSplits) -> tuple[float, float]:
     """How peaked the last LAA layer's global context maps are: the median, over its maps and the
     first test images, of each map's largest weight; and that weight for a uniform map
     (1 / positions). NaNs for a model without linear attention."""
-    source = from_run(run, _PEAK_IMAGES, which="last")
+    source = from_run(run, _PEAK_IMAGES, which="last", splits=splits)
     layers = collect_attention_maps(source.model, source.inputs())
     context = layers[-1].context if layers else None
     if context is None:
@@ -227,14 +229,23 @@ def _context_peak(run: Run) -> tuple[float, float]:
     return float(maps.max(-1).values.median()), 1 / maps.shape[-1]
 
 
+def _dataset(run: Run, cache: dict[str, ImageSplits]) -> ImageSplits:
+    """The run's dataset, built once per dataset configuration."""
+    key = json.dumps([run.config.dataset, run.config.dataset_args], sort_keys=True)
+    if key not in cache:
+        cache[key] = run.dataset()
+    return cache[key]
+
+
 def _seed_rows(model: str, runs: Sequence[Run], verdict: ModelVerdict, label: Callable[[TrainConfig], str],
-               predictions: dict[str, pd.DataFrame]) -> list[dict]:
+               predictions: dict[str, pd.DataFrame], datasets: dict[str, ImageSplits]) -> list[dict]:
     outcome = dict(zip(verdict.seeds, verdict.outcomes))
     rows = []
     for run in sorted((r for r in runs if label(r.config) == model and r.config.seed in outcome), key=lambda r: r.config.seed):
-        frame = predictions.setdefault(f"{model}, seed {run.config.seed}", image_results(run))
+        splits = _dataset(run, datasets)
+        frame = predictions[f"{model}, seed {run.config.seed}"] = image_results(run, splits=splits)
         pairs = failing_pairs(frame)
-        peak, uniform = _context_peak(run)
+        peak, uniform = _context_peak(run, splits)
         rows.append({"model": model, "seed": run.config.seed, "outcome": outcome[run.config.seed],
                      "top1": 100 * frame["correct"].mean(), "failing_pairs": ", ".join(pairs) or "none",
                      "explained_top1": explained_top1(frame, pairs), "context_peak": peak, "context_uniform": uniform})
@@ -299,7 +310,9 @@ def diagnose(runs: Sequence[Run], verdicts: Sequence[ModelVerdict], *,
     result.captions["outcome_curves"] = "Validation top-1 per epoch of every seed, coloured by outcome; " + "; ".join(
         _curves_sentence(case.model, by_model[case.model], runs, label) for case in result.cases) + "."
     cached: dict[str, pd.DataFrame] = {}
-    rows = [row for case in result.cases for row in _seed_rows(case.model, runs, by_model[case.model], label, cached)]
+    datasets: dict[str, ImageSplits] = {}
+    rows = [row for case in result.cases
+            for row in _seed_rows(case.model, runs, by_model[case.model], label, cached, datasets)]
     result.seeds = pd.DataFrame(rows)
     predictions = {}
     for case in result.cases:
@@ -320,7 +333,8 @@ def diagnose(runs: Sequence[Run], verdicts: Sequence[ModelVerdict], *,
     case = next((c for c in result.cases if c.failed.config.model_args.get("attention") == "linear"), result.cases[0])
     failed, solved = predictions[case.titles()[0]], predictions[case.titles()[1]]
     image = _explained_image(case, failed, solved)
-    sources = {title: from_run(run, image + 1, which="last") for title, run in zip(case.titles(), (case.failed, case.solved))}
+    sources = {title: from_run(run, image + 1, which="last", splits=_dataset(run, datasets))
+               for title, run in zip(case.titles(), (case.failed, case.solved))}
     size = case.failed.config.dataset_args.get("mark_size", 3)
     row = failed.iloc[image]
     query = (int(row["y_a"]) + size // 2, int(row["x_a"]) + size // 2)
