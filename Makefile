@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.aalib-installed
 
-.PHONY: demo long-range test bench lab venv clean
+.PHONY: demo long-range fashion-mnist test bench lab venv clean
 
 demo: $(STAMP)  ## the main job: the long-range study (3 shallow models, papermill), then its report
 	$(PY) -m aalib sweep params/long_range --runs-dir runs/long_range
@@ -16,6 +16,12 @@ long-range: $(STAMP)  ## the long-range study in full (about an hour on 2 cores)
 	$(PY) -m aalib report runs/long_range_study
 	mkdir -p docs/long_range
 	cp runs/long_range_study/report/*.csv runs/long_range_study/report/*.png runs/long_range_study/report/report.md docs/long_range/
+
+fashion-mnist: $(STAMP)  ## the shallow study on real images (about an hour on 2 cores; needs Debian's dataset-fashion-mnist): 4 models x 3 seeds; results into docs/fashion_mnist/
+	$(PY) -m aalib sweep params/fashion_mnist --runs-dir runs/fashion_mnist
+	$(PY) -m aalib report runs/fashion_mnist
+	mkdir -p docs/fashion_mnist
+	cp runs/fashion_mnist/report/*.csv runs/fashion_mnist/report/*.png runs/fashion_mnist/report/report.md docs/fashion_mnist/
 
 test: $(STAMP)  ## the test suite (CPU, no network)
 	$(PY) -m pytest

@@ -5,8 +5,9 @@ gives one row per (dataset, experiment): test top-1 as mean ± standard deviatio
 value of every seed, for the long-range task how many seeds solved it with the exact 95 %
 interval, top-5 where a task has more than five classes, seconds per epoch, peak memory and
 parameters, and the reproduced study's published numbers for the datasets it reported
-(:data:`SEED_PUBLISHED`); columns that no row fills are left out. :func:`long_range_verdict` says
-in words what the long-range runs show, over seeds (:mod:`aalib.verdict`). The figure builders
+(:data:`SEED_PUBLISHED`); columns that no row fills are left out. :func:`study_verdict` says
+in words what the runs show, over seeds (:mod:`aalib.verdict`): on the long-range task how many
+seeds solved it, on image datasets whether the reproduced study's two conclusions hold. The figure builders
 return matplotlib figures and each has a one-sentence caption computed from the numbers it shows
 (:func:`captions`); :func:`write_report` saves the tables as CSV and the figures as PNG.
 ``notebooks/report.ipynb`` and ``aalib report`` use this module.
@@ -30,7 +31,7 @@ from .data import additive_ceiling, long_range
 from .io import atomic_write, write_png
 from .runs import Damaged, Run, scan_runs
 from .stats import spread
-from .verdict import SOLVED_TOP1, long_range_verdicts
+from .verdict import SOLVED_TOP1, comparisons, long_range_verdicts
 
 __all__ = [
     "PAPER_REFERENCES",
@@ -42,10 +43,11 @@ __all__ = [
     "collect",
     "dataset_tables",
     "learning_curves_figure",
-    "long_range_verdict",
     "model_label",
+    "references",
     "run_row",
     "seed_points_figure",
+    "study_verdict",
     "summarize",
     "unfinished",
     "write_report",
@@ -69,7 +71,7 @@ SEED_PUBLISHED: dict[tuple[str, str], tuple[float, float, float | None]] = {
     ("tiny_imagenet", "Wide-LAAResNet"): (43.51, 70.52, 120.1),
 }
 
-# Published reference numbers of the papers: (dataset, model, source, top-1, top-5, parameters).
+# Published reference numbers (papers, dataset maintainers): (dataset, model, source, top-1, top-5, parameters).
 PAPER_REFERENCES: list[dict[str, Any]] = [
     {"dataset": "cifar100", "model": "WRN-28-10", "source": "Zagoruyko & Komodakis 2016 (median of 5)",
      "top1": 100 - 19.25, "top5": None, "parameters": 36.5e6},
@@ -81,6 +83,12 @@ PAPER_REFERENCES: list[dict[str, Any]] = [
      "top1": 81.6, "top5": 95.2, "parameters": 36.2e6},
     {"dataset": "tiny_imagenet", "model": "ResNet-18 (from scratch)", "source": "common reports, 62-66 %",
      "top1": 64.0, "top5": None, "parameters": 11.3e6},
+    # Fashion-MNIST: submitted results its maintainers list, not verified by them
+    # (github.com/zalandoresearch/fashion-mnist, benchmark table)
+    *({"dataset": "fashion_mnist", "model": model, "source": "Fashion-MNIST maintainers' list of submitted results",
+       "top1": top1, "top5": None, "parameters": None}
+      for model, top1 in (("2 Conv, <100K parameters", 92.5), ("3 Conv+BN+pooling", 92.1), ("5 Conv+BN+pooling", 93.1),
+                          ("ResNet18", 94.9), ("WRN-28-10", 95.9), ("human", 83.5))),
 ]
 
 _SHALLOW = {None: "Simple-CNN", "softmax": "Simple-AACNN", "linear": "Simple-LAACNN",
@@ -130,6 +138,9 @@ def run_row(run: Run) -> dict[str, Any]:
         "dataset": run.config.dataset,
         "model": _label(run.config),
         "architecture": model_label(_unswapped(run.config)),
+        "network": run.config.model,
+        "attention": run.config.model_args.get("attention") or "none",
+        "labelled": bool(run.config.label),
         "seed": run.config.seed,
         "status": run.status,
         "epochs": run.summary.get("epochs_completed", len(run.metrics)),
@@ -148,7 +159,7 @@ def run_row(run: Run) -> dict[str, Any]:
     }
 
 
-_ROW_COLUMNS = ("experiment", "dataset", "model", "architecture", "seed", "status", "epochs", "top1", "top5",
+_ROW_COLUMNS = ("experiment", "dataset", "model", "architecture", "network", "attention", "labelled", "seed", "status", "epochs", "top1", "top5",
                 "test_images", "val_top1_best", "s_per_epoch", "train_seconds", "peak_mem_mb", "parameters",
                 "num_classes", "colours", "cpu", "path")
 
@@ -227,10 +238,14 @@ def references(datasets: list[str]) -> pd.DataFrame:
     return pd.DataFrame([r for r in PAPER_REFERENCES if r["dataset"] in datasets])
 
 
-def long_range_verdict(runs: pd.DataFrame) -> list[str]:
-    """One sentence per model on the long-range runs, over seeds (:meth:`aalib.verdict.ModelVerdict.sentence`):
-    how many seeds solved the task with the 95 % interval, and where the others stopped."""
-    return [verdict.sentence() for verdict in long_range_verdicts(runs)]
+def study_verdict(runs: pd.DataFrame) -> list[str]:
+    """What the runs show, in sentences over seeds: per model on the long-range task how many
+    seeds solved it, with the 95 % interval, and where the others stopped
+    (:meth:`aalib.verdict.ModelVerdict.sentence`); then on each image dataset each of the
+    reproduced study's conclusions tested by seed-paired differences
+    (:meth:`aalib.verdict.Comparison.sentence`)."""
+    return ([verdict.sentence() for verdict in long_range_verdicts(runs)]
+            + [comparison.sentence() for comparison in comparisons(runs)])
 
 
 def learning_curves_figure(runs: list[Run]) -> Figure:
@@ -294,11 +309,17 @@ def _landmarks(ax: Any, colours: int, solved: bool = True) -> None:
 
 
 def _seed_strip(ax: Any, part: pd.DataFrame, dataset: str, title: str, rotation: int) -> None:
-    """One point per seed of each model in ``part``, with the long-range landmarks."""
+    """One point per seed of each model in ``part``, with the long-range landmarks or the
+    dataset's published reference results (:data:`PAPER_REFERENCES`) as lines."""
     sns.stripplot(part, x="model", y="top1", hue="model", size=7, jitter=0.15, legend=False, ax=ax)
     if dataset == "long_range":
         _landmarks(ax, int(part["colours"].iloc[0]))
         ax.legend(fontsize="x-small", loc="center right")
+    published = [r for r in PAPER_REFERENCES if r["dataset"] == dataset]
+    for reference in published:
+        ax.axhline(reference["top1"], color="grey", linestyle="--", linewidth=0.7)
+        ax.annotate(f"{reference['model']} {reference['top1']:g}", (1.0, reference["top1"]), xycoords=("axes fraction", "data"),
+                    xytext=(3, 0), textcoords="offset points", va="center", fontsize="x-small", color="grey")
     ax.set(title=title, xlabel="", ylabel="test top-1 (%)")
     ax.tick_params(axis="x", labelrotation=rotation, labelsize=8)
 
@@ -357,8 +378,11 @@ def captions(runs: pd.DataFrame, found: list[Run]) -> dict[str, str]:
     """One sentence per report figure, computed from the numbers the figure shows."""
     last_val = pd.DataFrame([{"model": _label(r.config), "val": r.metrics[-1]["val_top1"]} for r in found if r.metrics])
     done = runs[runs["top1"].notna()]
+    published = [r for r in PAPER_REFERENCES if r["dataset"] in set(done["dataset"])]
+    lines = ("; dashed lines: published results (" + ", ".join(f"{r['model']} {r['top1']:g} %" for r in published) + ")"
+             if published else "")
     return {
-        "seed_points": f"Test top-1 of every seed, range per model (seeds in brackets): {_per_model(done, 'top1', '.2f', ' %')}.",
+        "seed_points": f"Test top-1 of every seed, range per model (seeds in brackets): {_per_model(done, 'top1', '.2f', ' %')}{lines}.",
         "learning_curves": ("Validation top-1 and training loss per epoch, one line per seed; validation top-1 at the "
                             f"last epoch: {_per_model(last_val, 'val', '.1f', ' %') if len(last_val) else 'no epochs yet'}."),
         "accuracy_vs_time": f"Test top-1 against each run's training time; seconds of training per run: {_per_model(done, 'train_seconds', '.0f', ' s')}.",
@@ -375,6 +399,12 @@ def _markdown(runs_dir: str | Path, runs: pd.DataFrame, verdict: list[str], find
              f"{len(runs)} runs ({int((runs['status'] == 'finished').sum())} finished), measured on: {cpus}.", ""]
     if verdict:
         lines += ["## What was measured", "", *(f"- {line}" for line in verdict), ""]
+    for dataset, table in dataset_tables(summarize(runs)).items():
+        lines += [f"## Results on {dataset}", "", _markdown_table(table.reset_index()), ""]
+        published = references([dataset])
+        if len(published):
+            lines += [f"Published results on {dataset}:", "",
+                      _markdown_table(published[["model", "top1", "source"]].rename(columns={"top1": "top-1 %"})), ""]
     if findings:
         lines += ["## Why some seeds fail", "", *(f"- {line}" for line in findings), ""]
     lines += ["## Figures", ""]
@@ -383,6 +413,13 @@ def _markdown(runs_dir: str | Path, runs: pd.DataFrame, verdict: list[str], find
     if len(broken):
         lines += ["## Damaged run folders", "", *(f"- `{row.path}`: {row.reason}" for row in broken.itertuples()), ""]
     return "\n".join(lines)
+
+
+def _markdown_table(table: pd.DataFrame) -> str:
+    """A pandas table as a GitHub-flavoured Markdown table (cells as text)."""
+    rows = [[str(value) for value in row] for row in table.itertuples(index=False)]
+    header = [str(column) for column in table.columns]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in [header, ["---"] * len(header), *rows])
 
 
 def write_report(runs_dir: str | Path, output_dir: str | Path) -> dict[str, Any]:
@@ -418,7 +455,7 @@ def write_report(runs_dir: str | Path, output_dir: str | Path) -> dict[str, Any]
     for name, fig in figures.items():
         paths[name] = output_dir / f"{name}.png"
         write_png(paths[name], fig, dpi=110)
-    verdict = long_range_verdict(runs)
+    verdict = study_verdict(runs)
     text = _markdown(runs_dir, runs, verdict, diagnosis.findings, texts, broken)
     atomic_write(output_dir / "report.md", lambda handle: handle.write(text))
     return {"runs": runs, "summary": summary, "tables": dataset_tables(summary), "figures": figures,

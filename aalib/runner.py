@@ -175,7 +175,7 @@ def build_report(runs_dir: str | Path, out_dir: str | Path | None = None, *, not
     import papermill
     from nbconvert import HTMLExporter
 
-    from .report import collect, dataset_tables, long_range_verdict, summarize, unfinished
+    from .report import collect, dataset_tables, study_verdict, summarize, unfinished
     from .runs import scan_runs
 
     runs_dir = Path(runs_dir)
@@ -190,7 +190,7 @@ def build_report(runs_dir: str | Path, out_dir: str | Path | None = None, *, not
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     html, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
     atomic_write(out_dir / "report.html", lambda handle: handle.write(html))
-    summary, verdict = summarize(runs), long_range_verdict(runs)
+    summary, verdict = summarize(runs), study_verdict(runs)
     shown = ["seeds", "finished", "top1", "top1 median", "top1 per seed", "solved", "top5"]
     tables = [f"{dataset}:\n{table[[c for c in shown if c in table]].to_string()}" for dataset, table in dataset_tables(summary).items()]
     waiting = unfinished(runs)

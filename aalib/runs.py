@@ -62,14 +62,20 @@ class Run:
         if which not in ("best", "last"):
             raise ValueError(f"which must be 'best' or 'last', got {which!r}")
         checkpoint = load_checkpoint(self.path / f"{which}.pt", map_location=device)
-        model = build_model_for(self.config, self.summary.get("num_classes"))
+        model = self._architecture()
         model.load_state_dict(checkpoint["model"])
         return model.to(device).eval()
 
     def untrained_model(self) -> nn.Module:
         """The same architecture freshly initialised (seeded by the run's seed), in eval mode."""
         torch.manual_seed(self.config.seed)
-        return build_model_for(self.config, self.summary.get("num_classes")).eval()
+        return self._architecture().eval()
+
+    def _architecture(self) -> nn.Module:
+        """The run's model, built from its config, class count and image shape (runs that did not
+        record the shape had 3-channel images)."""
+        shape = self.summary.get("image_shape")
+        return build_model_for(self.config, self.summary.get("num_classes"), tuple(shape) if shape else None)
 
     def dataset(self) -> ImageSplits:
         """The run's dataset, rebuilt from its config (synthetic data is regenerated exactly)."""

@@ -549,13 +549,16 @@ def load_dataset(config: TrainConfig) -> Any:
 
 
 def build_model_for(config: TrainConfig, num_classes: int | None, image_shape: tuple[int, int, int] | None = None) -> nn.Module:
-    """The config's model; with ``image_shape`` (C, H, W) the inputs are first checked to be no
-    smaller than any kernel they reach (:func:`aalib.models.check_input_size`)."""
+    """The config's model for ``num_classes`` outputs; with ``image_shape`` (C, H, W) the model takes
+    ``C`` input channels and the inputs are first checked to be no smaller than any kernel they
+    reach (:func:`aalib.models.check_input_size`). ``model_args`` win over both."""
     from .models import build_model, check_input_size
 
     kwargs = dict(config.model_args)
     if num_classes is not None:
         kwargs.setdefault("num_classes", num_classes)
+    if image_shape is not None:
+        kwargs.setdefault("in_channels", image_shape[0])
     try:
         model = build_model(config.model, **kwargs)
     except (TypeError, ValueError) as exc:
@@ -780,7 +783,9 @@ def _train_one(config: TrainConfig, out_dir: Path, info: DistInfo) -> dict[str, 
 
     summary = _summary_skeleton(config, device, info, parameters)
     summary["split_sizes"] = {split: len(getattr(splits, split)[1]) for split in ("train", "val", "test")}
-    summary["num_classes"] = splits.num_classes  # with the config, enough to rebuild the model (aalib.runs)
+    # with the config, enough to rebuild the model (aalib.runs)
+    summary["num_classes"] = splits.num_classes
+    summary["image_shape"] = list(splits.train[0].shape[1:])  # C, H, W
     with contextlib.ExitStack() as held_lock:
         if info.is_main:
             with _writing(out_dir):

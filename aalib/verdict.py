@@ -7,6 +7,15 @@ balanced classes), the best any additive (local) rule can reach (:func:`aalib.da
 :data:`OUTCOMES` by its test top-1; a model's verdict counts how many of its seeds solved the
 task, with the exact binomial 95 % interval for that rate (:func:`aalib.stats.binomial_interval`),
 and says where the other seeds stopped. Unfinished runs are named and never counted.
+
+On an image-classification dataset the verdict tests the reproduced study's two conclusions
+(:data:`STUDY_CONCLUSIONS`): that AA-conv beats the convolution it replaces, and that the linear
+approximation loses accuracy against softmax attention (with Shen et al.'s layer and with the
+study's own swapped-axes layer). Each :class:`Comparison` pairs the two models' runs by seed
+(same seed, same data order and initialisation stream) and states the mean per-seed difference
+of test top-1 with its 95 % Student's t interval (:func:`aalib.stats.mean_interval`): a conclusion
+is "supported" only when the interval lies above zero, "contradicted" only when it lies below,
+and otherwise the seeds do not tell the two models apart.
 """
 
 from __future__ import annotations
@@ -17,15 +26,18 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .data import additive_ceiling
-from .stats import Spread, binomial_interval, spread
+from .stats import Spread, binomial_interval, mean_interval, spread
 
 __all__ = [
     "CHANCE_SIGMAS",
+    "Comparison",
+    "STUDY_CONCLUSIONS",
     "OUTCOMES",
     "SOLVED_TOP1",
     "Landmarks",
     "ModelVerdict",
     "classify",
+    "comparisons",
     "long_range_verdicts",
 ]
 
@@ -167,3 +179,88 @@ def long_range_verdicts(runs: pd.DataFrame) -> list[ModelVerdict]:
             landmarks=landmarks,
         ))
     return verdicts
+
+
+# The reproduced study's conclusions as (attention kind expected higher, kind expected lower,
+# the conclusion in words); None is the plain convolution. Kinds as in aalib.attention.
+STUDY_CONCLUSIONS: tuple[tuple[str | None, str | None, str], ...] = (
+    ("softmax", None, "AA-conv improves on the convolution it replaces"),
+    ("softmax", "linear", "the linear approximation loses accuracy against softmax attention"),
+    ("softmax", "linear_swapped", "the study's own linear layer (swapped axes) loses accuracy against softmax attention"),
+    ("linear", "linear_swapped", "the swapped axes cost accuracy against Shen et al.'s linear attention"),
+)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two models of one network family on one dataset, their runs paired by seed."""
+
+    dataset: str
+    model: str  # expected higher by the conclusion
+    baseline: str  # expected lower
+    conclusion: str
+    seeds: list[int]  # seeds both finished, in order
+    differences: list[float]  # model minus baseline, test top-1 points, same order
+
+    @property
+    def interval(self) -> tuple[float, float, float]:
+        """Mean difference and its 95 % t interval, in points (limits NaN below two seeds)."""
+        return mean_interval(self.differences)
+
+    @property
+    def outcome(self) -> str:
+        """``"supported"`` (interval above 0), ``"contradicted"`` (below 0) or ``"undecided"``."""
+        _, low, high = self.interval
+        if math.isnan(low):
+            return "undecided"
+        return "supported" if low > 0 else "contradicted" if high < 0 else "undecided"
+
+    def sentence(self) -> str:
+        """The comparison in one sentence: mean difference, interval, per-seed differences, and
+        what that says of the conclusion."""
+        if not self.seeds:
+            return f"{self.model} vs {self.baseline} ({self.dataset}): no seed finished for both, nothing to compare."
+        mean, low, high = self.interval
+        per_seed = ", ".join(f"{d:+.2f}" for d in self.differences)
+        seeds = "seed" if len(self.seeds) == 1 else "seeds"
+        text = f"{self.model} minus {self.baseline} ({self.dataset}, {len(self.seeds)} paired {seeds}): {mean:+.2f} points"
+        if math.isnan(low):
+            return text + f"; one seed gives no interval, so it neither supports nor contradicts that {self.conclusion}."
+        text += f" (95 % CI {low:+.2f} to {high:+.2f}; per seed {per_seed})"
+        if self.outcome == "supported":
+            return text + f": supports the conclusion that {self.conclusion}."
+        if self.outcome == "contradicted":
+            return text + f": contradicts the conclusion that {self.conclusion} (the difference goes the other way)."
+        return text + f": the interval includes 0, so these seeds neither support nor contradict that {self.conclusion}."
+
+
+def comparisons(runs: pd.DataFrame) -> list[Comparison]:
+    """:class:`Comparison` of every :data:`STUDY_CONCLUSIONS` pair present in a run table
+    (:func:`aalib.report.collect`) on its image-classification datasets (not ``long_range``),
+    within each network family; experiments renamed by a ``label`` (ablations) are left out."""
+    found = []
+    plain = runs[(runs["dataset"] != "long_range") & ~runs["labelled"].astype(bool)]
+    for (dataset, _), family in plain.groupby(["dataset", "network"], sort=True):
+        done = family[(family["status"] == "finished") & family["top1"].notna()]
+        for higher, lower, conclusion in STUDY_CONCLUSIONS:
+            a = family[family["attention"] == _kind(higher)]
+            b = family[family["attention"] == _kind(lower)]
+            if a.empty or b.empty:
+                continue
+            a_done = done[done["attention"] == _kind(higher)].set_index("seed")["top1"]
+            b_done = done[done["attention"] == _kind(lower)].set_index("seed")["top1"]
+            seeds = sorted(int(seed) for seed in set(a_done.index) & set(b_done.index))
+            found.append(Comparison(
+                dataset=str(dataset),
+                model=str(a["model"].iloc[0]),
+                baseline=str(b["model"].iloc[0]),
+                conclusion=conclusion,
+                seeds=seeds,
+                differences=[float(a_done[seed] - b_done[seed]) for seed in seeds],
+            ))
+    return found
+
+
+def _kind(attention: str | None) -> str:
+    """How a run table writes an attention kind (``"none"`` for the plain convolution)."""
+    return "none" if attention is None else attention

@@ -143,7 +143,7 @@ def show(name):
 cpus = sorted(runs["cpu"].dropna().unique())
 display(Markdown(f"{len(runs)} runs under `{runs_dir}`, measured on: {', '.join(cpus) or 'unknown'}."))'''),
     new_markdown_cell("## What was measured"),
-    new_code_cell('''display(Markdown("\\n".join(f"- {line}" for line in report["verdict"]) or "No long-range runs in this folder."))'''),
+    new_code_cell('''display(Markdown("\\n".join(f"- {line}" for line in report["verdict"]) or "No finished runs of the long-range task or of the study's models on an image dataset in this folder."))'''),
     new_code_cell('''show("seed_points")
 if "ablations" in figures:
     display(Markdown("### Ablations: one change at a time"))
@@ -154,7 +154,7 @@ if "ablations" in figures:
     display(table)
 refs = references(sorted(runs["dataset"].unique()))
 if len(refs):
-    display(Markdown("### Reference numbers from the papers"))
+    display(Markdown("### Published reference numbers (papers, dataset maintainers)"))
     display(refs)'''),
     new_markdown_cell("## Why some seeds fail"),
     new_code_cell('''diagnosis = report["diagnosis"]
@@ -360,7 +360,9 @@ AA/LAA layers during a forward pass, and shows, for a query pixel you choose:
 
 A trained model that solves the task should let a query on one mark attend to the other mark.
 Without finished runs under `runs_dir` the notebook uses freshly built (untrained) models, and
-says so. The code is in `aalib/analysis/maps.py` and `aalib/widgets.py`."""),
+says so. With `runs_dir = "runs/fashion_mnist"` (after `make fashion-mnist`) it loads the models
+trained on Fashion-MNIST's real images instead: where does a pixel of a shirt look? The code is in
+`aalib/analysis/maps.py` and `aalib/widgets.py`."""),
     parameters_cell(COMMON_PARAMETERS + '''
 figure_image: int = 0  # image index of the static figure
 figure_layer: int = -1  # attention layer of the static figure (index in forward order; -1 is the last)
@@ -414,7 +416,9 @@ finished run is found under `runs_dir`):
 * captum's Integrated Gradients (Sundararajan et al. 2017) and Grad-CAM (Selvaraju et al. 2017)
   for the same images side by side.
 
-The rule for the theoretical field is documented in `aalib/analysis/receptive.py`."""),
+With `runs_dir = "runs/fashion_mnist"` (after `make fashion-mnist`) the same views show the models
+trained on Fashion-MNIST's real images. The rule for the theoretical field is documented in
+`aalib/analysis/receptive.py`."""),
     parameters_cell(COMMON_PARAMETERS + '''
 erf_layer: int = -1  # layer of the ERF (index in the main-path conv/AA list; -1 is the last)
 attribution_count: int = 2  # images explained by IG and Grad-CAM

@@ -4,11 +4,14 @@
 * Tiny-ImageNet: the official ``tiny-imagenet-200`` folder (``wnids.txt``, ``words.txt``,
   ``train/<wnid>/images/*.JPEG``, ``val/images`` + ``val/val_annotations.txt``, ``test/images``),
   with a greyscale and a CMYK JPEG among the images.
+* Fashion-MNIST: the four IDX files (``train-images-idx3-ubyte`` ...), gzipped or not.
 """
 
 from __future__ import annotations
 
+import gzip
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -74,4 +77,37 @@ def write_tiny_imagenet(root: Path, per_class: int = 4) -> Path:
         lines.append(f"val_{i}.JPEG\t{WNIDS[label]}\t0\t0\t63\t63")
     (folder / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
     (folder / "test" / "images").mkdir(parents=True)
+    return folder
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An IDX file of uint8 ``array``: two zero bytes, type 0x08, the dimension count, each
+    dimension as a big-endian uint32, then the elements in C order."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def fashion_images(n: int, offset: int) -> np.ndarray:
+    """(n, 28, 28) uint8 images whose first two pixels encode a unique id (offset + i)."""
+    rng = np.random.default_rng(offset)
+    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+    ids = np.arange(offset, offset + n)
+    images[:, 0, 0], images[:, 0, 1] = ids // 256, ids % 256
+    return images
+
+
+def write_fashion_mnist(folder: Path, n_train: int = 60, n_test: int = 20, gz: bool = True) -> Path:
+    """The four Fashion-MNIST IDX files in ``folder`` (``.gz`` when ``gz``); labels cycle through 0-9."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        "train-images-idx3-ubyte": idx_bytes(fashion_images(n_train, 0)),
+        "train-labels-idx1-ubyte": idx_bytes(np.arange(n_train, dtype=np.uint8) % 10),
+        "t10k-images-idx3-ubyte": idx_bytes(fashion_images(n_test, 1000)),
+        "t10k-labels-idx1-ubyte": idx_bytes((3 * np.arange(n_test, dtype=np.uint8)) % 10),
+    }
+    for name, data in files.items():
+        if gz:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(data))
+        else:
+            (folder / name).write_bytes(data)
     return folder

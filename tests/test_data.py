@@ -44,7 +44,7 @@ from formats import CLASS_RGB, WNIDS, cifar_data, save_jpeg, write_cifar100, wri
 
 
 def test_list_datasets() -> None:
-    assert list_datasets() == ["cifar100", "long_range", "tiny_imagenet"]
+    assert list_datasets() == ["cifar100", "fashion_mnist", "long_range", "tiny_imagenet"]
 
 
 def test_build_dataset_unknown_name_lists_known() -> None:

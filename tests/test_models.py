@@ -91,7 +91,7 @@ def test_seed_models_reject_unknown_attention():
 def test_model_arguments_gives_defaults():
     args = model_arguments("wrn")
     assert args["depth"] == 28 and args["width"] == 10 and args["attention"] is None
-    assert model_arguments("seed_wrn") == {"attention": None, "num_classes": 100, "dropout": 0.5}
+    assert model_arguments("seed_wrn") == {"attention": None, "num_classes": 100, "in_channels": 3, "dropout": 0.5}
 
 
 def test_count_parameters():

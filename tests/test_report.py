@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from aalib.config import TrainConfig
-from aalib.report import SEED_PUBLISHED, captions, dataset_tables, long_range_verdict, model_label, summarize
+from aalib.report import SEED_PUBLISHED, captions, dataset_tables, model_label, study_verdict, summarize
 
 
 @pytest.mark.parametrize(
@@ -29,7 +29,8 @@ def test_model_label_uses_the_study_names(model, args, label):
 def _runs(rows):
     base = {"status": "finished", "epochs": 1, "top5": math.nan, "val_top1_best": 0.0, "s_per_epoch": 2.0,
             "train_seconds": 2.0, "peak_mem_mb": 100.0, "parameters": 1000, "num_classes": 2, "colours": 4,
-            "test_images": 2000, "path": "x", "experiment": "e", "cpu": "test CPU"}
+            "test_images": 2000, "path": "x", "experiment": "e", "cpu": "test CPU", "network": "seed_simple_cnn",
+            "attention": "none", "labelled": False}
     return pd.DataFrame([{**base, **row} for row in rows])
 
 
@@ -73,7 +74,7 @@ def test_verdict_counts_seeds_gives_the_interval_and_where_the_others_stopped():
         *_long_range("Simple-AACNN", [99.95, 99.75, 99.9]),
         *_long_range("Simple-LAACNN", [74.05, 99.55, 99.95, 75.35, 99.35]),
     ])
-    lines = dict(line.split(" ", 1) for line in long_range_verdict(runs))
+    lines = dict(line.split(" ", 1) for line in study_verdict(runs))
     assert lines["Simple-AACNN"] == "solved the task in 3 of 3 seeds (95 % CI 29-100 %): test top-1 99.95, 99.75 and 99.90 %."
     assert lines["Simple-LAACNN"].startswith(
         "solved the task in 3 of 5 seeds (95 % CI 15-95 %): test top-1 99.55, 99.95 and 99.35 %; "
@@ -84,14 +85,50 @@ def test_verdict_counts_seeds_gives_the_interval_and_where_the_others_stopped():
 
 
 def test_verdict_never_claims_more_than_the_seeds_show():
-    one = long_range_verdict(_runs(_long_range("Simple-AACNN", [99.5])))
+    one = study_verdict(_runs(_long_range("Simple-AACNN", [99.5])))
     assert one == ["Simple-AACNN solved the task in 1 of 1 seed (95 % CI 2-100 %): test top-1 99.50 %."]
     rows = _long_range("Simple-LAACNN", [99.5, math.nan, math.nan])
     rows[1]["status"], rows[2]["status"] = "interrupted", "failed"
-    (line,) = long_range_verdict(_runs(rows))
+    (line,) = study_verdict(_runs(rows))
     assert "1 of 1 seed" in line and line.endswith("(2 unfinished runs not counted).")
-    (line,) = long_range_verdict(_runs([{**_long_range("Simple-CNN", [math.nan])[0], "status": "running"}]))
+    (line,) = study_verdict(_runs([{**_long_range("Simple-CNN", [math.nan])[0], "status": "running"}]))
     assert line == "Simple-CNN has no finished run yet (1 unfinished run)."
+
+
+def _image_runs(model, attention, top1s, **extra):
+    return [{"dataset": "fashion_mnist", "model": model, "attention": attention, "seed": seed, "top1": top1,
+             "num_classes": 10, **extra} for seed, top1 in enumerate(top1s)]
+
+
+def test_image_verdict_tests_the_studys_conclusions_on_seed_paired_differences():
+    runs = _runs([
+        *_image_runs("Simple-CNN", "none", [88.0, 88.4, 88.2]),
+        *_image_runs("Simple-AACNN", "softmax", [89.0, 89.5, 89.1]),
+        *_image_runs("Simple-LAACNN", "linear", [89.2, 88.9, 89.3]),
+    ])
+    aa_cnn, aa_laa = study_verdict(runs)  # the swapped variant was not run: its comparisons are left out
+    assert aa_cnn.startswith("Simple-AACNN minus Simple-CNN (fashion_mnist, 3 paired seeds): +1.00 points (95 % CI +0.75 to +1.25;"
+                             " per seed +1.00, +1.10, +0.90): supports the conclusion that AA-conv improves")
+    assert "+0.07 points" in aa_laa and "the interval includes 0, so these seeds neither support nor contradict" in aa_laa
+
+
+def test_image_verdict_pairs_by_seed_and_leaves_out_unfinished_runs_and_ablations():
+    from aalib.verdict import comparisons
+
+    laa = _image_runs("Simple-LAACNN", "linear", [90.0, math.nan, 90.3])
+    laa[1]["status"] = "interrupted"
+    runs = _runs([
+        *_image_runs("Simple-AACNN", "softmax", [89.0, 89.5, 89.1]), *laa,
+        *_image_runs("Simple-AACNN, more heads", "softmax", [99.0, 99.0, 99.0], labelled=True),
+    ])
+    (comparison,) = comparisons(runs)
+    assert comparison.seeds == [0, 2] and comparison.differences == pytest.approx([-1.0, -1.2])
+    assert comparison.outcome == "undecided"  # two seeds: t quantile 12.7, the interval spans 0
+    lower = comparisons(_runs([*_image_runs("Simple-AACNN", "softmax", [88.0, 88.1, 88.3]),
+                               *_image_runs("Simple-LAACNN", "linear", [89.0, 89.0, 89.1])]))
+    assert lower[0].outcome == "contradicted" and "contradicts the conclusion that the linear approximation" in lower[0].sentence()
+    lone = comparisons(_runs([*_image_runs("Simple-AACNN", "softmax", [89.0]), *_image_runs("Simple-CNN", "none", [88.0])]))
+    assert "one seed gives no interval" in lone[0].sentence()
 
 
 def test_captions_state_the_numbers_the_figures_show():

@@ -1,4 +1,4 @@
-"""aalib.stats and the outcome rule of aalib.verdict against values worked out by hand."""
+"""aalib.stats and the outcome rule of aalib.verdict against values worked out by hand or read from tables."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from aalib.stats import binomial_interval, spread
+from aalib.stats import binomial_interval, mean_interval, spread, student_t_quantile
 from aalib.verdict import Landmarks, classify
 
 
@@ -54,3 +54,25 @@ def test_outcomes_at_the_landmarks():
     assert marks.ceiling == pytest.approx(100 * 2 / 3) and marks.margin == pytest.approx(3 * 100 * math.sqrt(0.25 / 2000))
     assert [classify(t, marks) for t in (90.0, 89.9, 75.0, 70.0, 66.0, 53.3, 50.0, 30.0)] == [
         "solved", "partial", "partial", "additive", "additive", "chance", "chance", "chance"]
+
+
+@pytest.mark.parametrize("df, quantile", [(1, 12.7062), (2, 4.3027), (3, 3.1824), (4, 2.7764), (9, 2.2622),
+                                          (10, 2.2281), (30, 2.0423), (100, 1.9840)])
+def test_student_t_quantiles_match_the_tables(df, quantile):
+    assert student_t_quantile(0.975, df) == pytest.approx(quantile, abs=1e-4)
+
+
+def test_student_t_other_levels_and_bad_input():
+    assert student_t_quantile(0.995, 3) == pytest.approx(5.8409, abs=1e-4)
+    assert student_t_quantile(0.5, 7) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="df must be an int >= 1"):
+        student_t_quantile(0.975, 0)
+    with pytest.raises(ValueError, match=r"probability must lie in \[0.5, 1\)"):
+        student_t_quantile(1.0, 3)
+
+
+def test_mean_interval_is_mean_plus_minus_t_times_standard_error():
+    mean, low, high = mean_interval([1.0, 2.0, 3.0, float("nan")])
+    assert mean == 2.0 and (low, high) == pytest.approx((2.0 - 4.3027 / math.sqrt(3), 2.0 + 4.3027 / math.sqrt(3)), abs=1e-4)
+    mean, low, high = mean_interval([5.0])
+    assert mean == 5.0 and math.isnan(low) and math.isnan(high)

@@ -36,10 +36,13 @@ _OVERLAY_ALPHA = 0.6
 
 
 def image_for_display(image: Tensor) -> np.ndarray:
-    """A (3, H, W) uint8 image (or floats in [0, 1]) as an (H, W, 3) float array in [0, 1]."""
+    """A (3, H, W) or grey (1, H, W) uint8 image (or floats in [0, 1]) as an (H, W, 3) float array
+    in [0, 1]; a grey image's channel is repeated."""
     array = image.detach().cpu().float().numpy()
     if not image.dtype.is_floating_point:
         array = array / 255.0
+    if array.shape[0] == 1:
+        array = np.repeat(array, 3, axis=0)  # 3, H, W
     return np.clip(array.transpose(1, 2, 0), 0.0, 1.0)  # H, W, 3
 
 
@@ -53,7 +56,7 @@ class AttentionPanel:
     """One row of :func:`plot_attention_over_image`: a model's maps for one image and query."""
 
     title: str  # row label, e.g. "simple_aacnn / features.4.conv (softmax)"
-    image: Tensor  # 3, H, W uint8
+    image: Tensor  # C, H, W uint8
     query: tuple[int, int]  # (y, x) input pixel of the query
     maps: Tensor  # heads shown, H, W: attention of the query, upsampled onto the image
     labels: Sequence[str]  # one caption per map, e.g. "head 0"

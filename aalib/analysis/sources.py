@@ -40,7 +40,7 @@ class ModelSource:
     name: str
     untrained: nn.Module
     trained: nn.Module | None
-    images: Tensor  # N, 3, H, W uint8 test images
+    images: Tensor  # N, C, H, W uint8 test images
     labels: Tensor | None  # N int64, or None when unknown (attributions then explain the prediction)
     normalize: tuple[tuple[float, ...], tuple[float, ...]] | None  # (mean, std) of the run's loader, or None (/255 only)
     classes: list[str] = field(default_factory=list)
@@ -62,12 +62,12 @@ class ModelSource:
 
     def inputs(self, indices: int | Sequence[int] | slice | None = None) -> Tensor:
         """Model inputs for ``images[indices]`` (all by default), preprocessed as in training:
-        ``/255``, then ``(x - mean) / std`` when the run normalised. Shape (B, 3, H, W) float32."""
+        ``/255``, then ``(x - mean) / std`` when the run normalised. Shape (B, C, H, W) float32."""
         if indices is None:
             indices = slice(None)
         elif isinstance(indices, int):
             indices = [indices]
-        x = self.images[indices].float().div(255.0)  # B, 3, H, W in [0, 1]
+        x = self.images[indices].float().div(255.0)  # B, C, H, W in [0, 1]
         if self.normalize is not None:
             mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in self.normalize)
             x = (x - mean) / std
@@ -189,7 +189,7 @@ def as_sources(
 
     A :class:`ModelSource` is kept; a :class:`~aalib.runs.Run` goes through :func:`from_run`
     (``image_count`` test images); a bare ``nn.Module`` (mapping values only) is taken as the
-    model to explain, shown ``images`` (uint8, (N, 3, H, W)) preprocessed with ``normalize``, its
+    model to explain, shown ``images`` (uint8, (N, C, H, W)) preprocessed with ``normalize``, its
     untrained twin built by :func:`reinitialised`. A list is keyed by each item's name.
     """
     named = dict(items) if isinstance(items, Mapping) else {item.name: item for item in items}
@@ -203,7 +203,7 @@ def as_sources(
             sources[name] = from_run(item, image_count)
         elif isinstance(item, nn.Module):
             if images is None:
-                raise ValueError(f"model {name!r} is a bare nn.Module: pass images= (uint8, (N, 3, H, W)) to show it")
+                raise ValueError(f"model {name!r} is a bare nn.Module: pass images= (uint8, (N, C, H, W)) to show it")
             sources[name] = ModelSource(
                 name=name,
                 untrained=reinitialised(item),

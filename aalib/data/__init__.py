@@ -2,6 +2,8 @@
 
 * ``cifar100``: CIFAR-100 from the official python archive (Krizhevsky 2009).
 * ``tiny_imagenet``: Tiny-ImageNet-200 (CS231n), decoded once and cached.
+* ``fashion_mnist``: Fashion-MNIST (Xiao et al. 2017) from the official IDX files, for instance
+  those of Debian's package ``dataset-fashion-mnist``.
 * ``long_range``: a synthetic "same colour?" task whose two marks lie farther apart than a
   local network's receptive field.
 
@@ -16,6 +18,7 @@ from collections.abc import Callable
 
 from .cifar import cifar100
 from .download import ChecksumError, download_file, safe_extract
+from .fashion_mnist import FASHION_MNIST_CLASSES, fashion_mnist, find_fashion_mnist, read_idx
 from .loader import DeviceLoader
 from .safe_pickle import UnsafePickleError, load_restricted
 from .splits import DatasetNotFoundError, ImageSplits, channel_stats
@@ -26,6 +29,7 @@ __all__ = [
     "ChecksumError",
     "DatasetNotFoundError",
     "DeviceLoader",
+    "FASHION_MNIST_CLASSES",
     "ImageSplits",
     "COLOUR_NAMES",
     "LongRangeSamples",
@@ -35,9 +39,12 @@ __all__ = [
     "channel_stats",
     "cifar100",
     "download_file",
+    "fashion_mnist",
+    "find_fashion_mnist",
     "generate_long_range",
     "list_datasets",
     "load_restricted",
+    "read_idx",
     "long_range",
     "long_range_samples",
     "safe_extract",
@@ -46,6 +53,7 @@ __all__ = [
 
 _DATASETS: dict[str, Callable[..., ImageSplits]] = {
     "cifar100": cifar100,
+    "fashion_mnist": fashion_mnist,
     "long_range": long_range,
     "tiny_imagenet": tiny_imagenet,
 }

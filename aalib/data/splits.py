@@ -36,26 +36,28 @@ class DatasetNotFoundError(FileNotFoundError):
 class ImageSplits:
     """Train/val/test splits of one image-classification dataset, held in memory.
 
-    Images are ``uint8`` tensors ``(N, 3, H, W)``, contiguous; labels are ``int64`` ``(N,)``.
+    Images are ``uint8`` tensors ``(N, C, H, W)``, contiguous, with the same ``C`` (3 for colour
+    images, 1 for grey ones) in every split; labels are ``int64`` ``(N,)``.
     ``mean`` and ``std`` are per-channel statistics of the *train* split with images scaled to
     ``[0, 1]`` (population std), ready for ``DeviceLoader(normalize=(mean, std))``.
     """
 
     name: str  # registry name, e.g. "cifar100"
-    train: tuple[Tensor, Tensor]  # images (N, 3, H, W) uint8, labels (N,) int64
+    train: tuple[Tensor, Tensor]  # images (N, C, H, W) uint8, labels (N,) int64
     val: tuple[Tensor, Tensor]
     test: tuple[Tensor, Tensor]
     num_classes: int
-    mean: tuple[float, float, float]  # per-channel mean of train images in [0, 1]
-    std: tuple[float, float, float]  # per-channel std of train images in [0, 1]
+    mean: tuple[float, ...]  # per-channel mean of train images in [0, 1], C values
+    std: tuple[float, ...]  # per-channel std of train images in [0, 1], C values
     classes: list[str] = field(default_factory=list)  # class names, index = label
 
     def __post_init__(self) -> None:
+        channels = self.train[0].shape[1] if self.train[0].dim() == 4 else None
         for split in ("train", "val", "test"):
             images, labels = getattr(self, split)
-            if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
+            if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != channels:
                 raise ValueError(
-                    f"{self.name} {split} images must be uint8 (N, 3, H, W), "
+                    f"{self.name} {split} images must be uint8 (N, C, H, W) with the train split's C={channels}, "
                     f"got {images.dtype} {tuple(images.shape)}"
                 )
             if labels.dtype != torch.int64 or labels.shape != (images.shape[0],):
@@ -63,8 +65,16 @@ class ImageSplits:
                     f"{self.name} {split} labels must be int64 ({images.shape[0]},), "
                     f"got {labels.dtype} {tuple(labels.shape)}"
                 )
+        if len(self.mean) != channels or len(self.std) != channels:
+            raise ValueError(f"{self.name}: mean and std need {channels} values (one per channel), "
+                             f"got {len(self.mean)} and {len(self.std)}")
         if self.classes and len(self.classes) != self.num_classes:
             raise ValueError(f"{self.name}: {len(self.classes)} class names for num_classes={self.num_classes}")
+
+    @property
+    def channels(self) -> int:
+        """Channels ``C`` of every image."""
+        return int(self.train[0].shape[1])
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -77,7 +87,7 @@ class ImageSplits:
         return f"ImageSplits(name={self.name!r}, {sizes}, num_classes={self.num_classes}, image_size={self.image_size})"
 
 
-def channel_stats(images: Tensor) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+def channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and population std of ``uint8`` images ``(N, C, H, W)`` scaled to [0, 1].
 
     Accumulated in float64 over chunks so that 100k Tiny-ImageNet images need no 10 GB copy.

@@ -8,7 +8,7 @@
 
 Registered models: ``wrn`` (Zagoruyko & Komodakis 2016, optionally attention-augmented as in
 Bello et al. 2019), ``seed_wrn`` and ``seed_simple_cnn`` (the reproduced study's architectures).
-Every model maps (B, 3, H, W) to (B, num_classes) at any H x W.
+Every model maps (B, C, H, W) to (B, num_classes) at any H x W (``in_channels=C``, 3 by default).
 """
 
 from ._registry import (

@@ -43,7 +43,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ._registry import register_model
-from .wrn import ATTENTIONS, WideResNet, conv3x3_or_augmented, stage_sizes
+from .wrn import ATTENTIONS, WideResNet, check_in_channels, conv3x3_or_augmented, stage_sizes
 
 __all__ = ["SimpleCNN", "ConvBNReLU", "seed_wrn", "seed_simple_cnn", "SEED_HEADS"]
 
@@ -69,10 +69,12 @@ def _seed_attention(attention: str, dk: int, dv: int, heads: int, extent: tuple[
 
 
 @register_model
-def seed_wrn(*, attention: str | None = None, num_classes: int = 100, dropout: float = 0.5) -> WideResNet:
+def seed_wrn(
+    *, attention: str | None = None, num_classes: int = 100, in_channels: int = 3, dropout: float = 0.5
+) -> WideResNet:
     """The seed's Wide-ResNet / Wide-AAResNet / Wide-LAAResNet (a WRN-16-8 variant).
 
-    Stem conv 3->16; stages of 2 pre-activation blocks with widths 128/256/512 and stride 2 in
+    Stem conv 3->16 (``in_channels`` -> 16 for other inputs); stages of 2 pre-activation blocks with widths 128/256/512 and stride 2 in
     every stage, including the first (maps 16/8/4 at 32x32); ``Dropout2d(dropout)`` between a
     block's convs; 1x1 projection shortcut in each stage's first block; all convs with bias;
     head ``BN-ReLU-pool-Linear(512, 512)-ReLU-Dropout(dropout / 2)-Linear(512, num_classes)``.
@@ -96,6 +98,7 @@ def seed_wrn(*, attention: str | None = None, num_classes: int = 100, dropout: f
         widths=widths,
         strides=strides,
         num_classes=num_classes,
+        in_channels=in_channels,
         stem_channels=16,
         dropout=dropout,
         spatial_dropout=True,
@@ -139,14 +142,18 @@ class SimpleCNN(nn.Module):
     conv5       128 -> 256           8x8     21      (AA/LAA: dk = dv = 128, Nh = 4)
     ==========  ===================  ======  =============
 
-    then global average pool and ``Linear(256, num_classes)``.
+    then global average pool and ``Linear(256, num_classes)``. ``in_channels`` other than 3 (1 for
+    grey images) changes only conv1's input.
     """
 
     receptive_field: int = 21  # pixels, of the convolution-only model
 
-    def __init__(self, *, num_classes: int = 100, dropout: float = 0.5, attention: str | None = None) -> None:
+    def __init__(
+        self, *, num_classes: int = 100, in_channels: int = 3, dropout: float = 0.5, attention: str | None = None
+    ) -> None:
         super().__init__()
         _check_attention(attention)
+        check_in_channels(in_channels)
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         aa3 = aa5 = None
@@ -156,7 +163,7 @@ class SimpleCNN(nn.Module):
         self.num_classes = num_classes
         self.num_features = 256
         self.features = nn.Sequential(
-            ConvBNReLU(3, 16),  # B, 16, H, W
+            ConvBNReLU(in_channels, 16),  # B, 16, H, W
             ConvBNReLU(16, 32, stride=2),  # B, 32, H/2, W/2
             nn.Dropout2d(dropout),
             ConvBNReLU(32, 64, attention=aa3),  # B, 64, H/2, W/2
@@ -176,7 +183,9 @@ class SimpleCNN(nn.Module):
 
 
 @register_model
-def seed_simple_cnn(*, attention: str | None = None, num_classes: int = 100, dropout: float = 0.5) -> SimpleCNN:
+def seed_simple_cnn(
+    *, attention: str | None = None, num_classes: int = 100, in_channels: int = 3, dropout: float = 0.5
+) -> SimpleCNN:
     """The seed's Simple-CNN / Simple-AACNN / Simple-LAACNN (see :class:`SimpleCNN`).
 
     With ``attention``, the two stride-1 convs after the strided ones (32->64 and 128->256) are
@@ -184,4 +193,4 @@ def seed_simple_cnn(*, attention: str | None = None, num_classes: int = 100, dro
     ``(128, 128, 4)``, sine-cosine positions and biased projections.
     Parameters (100 classes): 419,300 plain, 332,740 AA or LAA.
     """
-    return SimpleCNN(num_classes=num_classes, dropout=dropout, attention=attention)
+    return SimpleCNN(num_classes=num_classes, in_channels=in_channels, dropout=dropout, attention=attention)

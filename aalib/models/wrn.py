@@ -29,10 +29,16 @@ from ..attention import ATTENTION_KINDS
 from ..layers import AugmentedConv2d
 from ._registry import register_model
 
-__all__ = ["WideResNet", "PreActBasicBlock", "conv3x3", "conv1x1", "wrn", "stage_sizes", "resolve_depth"]
+__all__ = ["WideResNet", "PreActBasicBlock", "check_in_channels", "conv3x3", "conv1x1", "wrn", "stage_sizes", "resolve_depth"]
 
 ATTENTIONS: tuple[str | None, ...] = (None, *ATTENTION_KINDS)  # None: no attention
 AUGMENT_CONVS: tuple[str, ...] = ("first", "second")
+
+
+def check_in_channels(in_channels: int) -> None:
+    """The input images' channel count must be a positive int."""
+    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive int (3 for colour, 1 for grey images), got {in_channels!r}")
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
@@ -152,6 +158,7 @@ class WideResNet(nn.Module):
         widths: output channels of the three stages (``16k, 32k, 64k`` for widening factor ``k``).
         strides: stride of each stage's first block.
         num_classes: output logits.
+        in_channels: channels of the input images (3 for colour, 1 for grey).
         stem_channels: channels of the stem conv (16 in WRN).
         dropout, spatial_dropout, bias: see :class:`PreActBasicBlock`.
         attention: per stage, :class:`AugmentedConv2d` keyword arguments for every block of that
@@ -171,6 +178,7 @@ class WideResNet(nn.Module):
         widths: Sequence[int],
         strides: Sequence[int] = (1, 2, 2),
         num_classes: int = 100,
+        in_channels: int = 3,
         stem_channels: int = 16,
         dropout: float = 0.0,
         spatial_dropout: bool = False,
@@ -188,6 +196,7 @@ class WideResNet(nn.Module):
             raise ValueError(f"blocks_per_stage must be >= 1, got {blocks_per_stage}")
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        check_in_channels(in_channels)
         if init not in ("kaiming", "default"):
             raise ValueError(f"init must be 'kaiming' or 'default', got {init!r}")
         attention = [None, None, None] if attention is None else list(attention)
@@ -196,7 +205,7 @@ class WideResNet(nn.Module):
         self.num_classes = num_classes
         self.num_features = widths[-1]
 
-        self.stem = conv3x3(3, stem_channels, bias=bias)  # B, 16, H, W
+        self.stem = conv3x3(in_channels, stem_channels, bias=bias)  # B, 16, H, W
         in_channels = stem_channels
         stages = []
         for width, stride, stage_attention in zip(widths, strides, attention):
@@ -265,6 +274,7 @@ def wrn(
     depth: int = 28,
     width: int = 10,
     num_classes: int = 100,
+    in_channels: int = 3,
     dropout: float = 0.0,
     attention: str | None = None,
     dk: int | float = 0.2,
@@ -287,6 +297,7 @@ def wrn(
         depth: ``6 N + 4`` for ``N`` blocks per stage.
         width: widening factor ``k`` (stage widths ``16k, 32k, 64k``).
         num_classes: output logits.
+        in_channels: channels of the input images (3 for colour, 1 for grey): the stem conv's input.
         dropout: between the two convs of each block (WRN's best CIFAR setting uses 0.3); 0 = off.
         attention: None (plain WRN), ``"softmax"`` (AA), ``"linear"`` (LAA, Shen et al.) or
             ``"linear_swapped"`` (the reproduced study's defective LAA, for ablations).
@@ -346,6 +357,7 @@ def wrn(
         widths=widths,
         strides=strides,
         num_classes=num_classes,
+        in_channels=in_channels,
         dropout=dropout,
         attention=per_stage,
         augment_conv=augment_conv,
