@@ -309,17 +309,11 @@ def _landmarks(ax: Any, colours: int, solved: bool = True) -> None:
 
 
 def _seed_strip(ax: Any, part: pd.DataFrame, dataset: str, title: str, rotation: int) -> None:
-    """One point per seed of each model in ``part``, with the long-range landmarks or the
-    dataset's published reference results (:data:`PAPER_REFERENCES`) as lines."""
+    """One point per seed of each model in ``part``, with the long-range landmarks."""
     sns.stripplot(part, x="model", y="top1", hue="model", size=7, jitter=0.15, legend=False, ax=ax)
     if dataset == "long_range":
         _landmarks(ax, int(part["colours"].iloc[0]))
         ax.legend(fontsize="x-small", loc="center right")
-    published = [r for r in PAPER_REFERENCES if r["dataset"] == dataset]
-    for reference in published:
-        ax.axhline(reference["top1"], color="grey", linestyle="--", linewidth=0.7)
-        ax.annotate(f"{reference['model']} {reference['top1']:g}", (1.0, reference["top1"]), xycoords=("axes fraction", "data"),
-                    xytext=(3, 0), textcoords="offset points", va="center", fontsize="x-small", color="grey")
     ax.set(title=title, xlabel="", ylabel="test top-1 (%)")
     ax.tick_params(axis="x", labelrotation=rotation, labelsize=8)
 
@@ -327,7 +321,7 @@ def _seed_strip(ax: Any, part: pd.DataFrame, dataset: str, title: str, rotation:
 def seed_points_figure(runs: pd.DataFrame) -> Figure:
     """Test top-1 of every finished run, one point per seed, with each model's mean and standard
     deviation; one panel per dataset (the long-range panel marks chance, the additive ceiling and
-    the solved threshold)."""
+    the solved threshold; a dataset with published results, :data:`PAPER_REFERENCES`, marks them)."""
     done = runs[runs["top1"].notna()]
     datasets = sorted(done["dataset"].unique()) or ["(none)"]
     width = max([4.0] + [1.3 * done.loc[done["dataset"] == d, "model"].nunique() + 2 for d in datasets])
@@ -339,7 +333,16 @@ def seed_points_figure(runs: pd.DataFrame) -> Figure:
             _seed_strip(ax, part, dataset, f"{dataset}: test top-1 per seed (bar: mean ± std)", 20)
             sns.pointplot(part, x="model", y="top1", errorbar="sd", color="black", markers="_", linestyle="none",
                           capsize=0.2, ax=ax)
+            _reference_lines(ax, dataset)
     return fig
+
+
+def _reference_lines(ax: Any, dataset: str) -> None:
+    """The dataset's published results (:data:`PAPER_REFERENCES`) as labelled dashed lines."""
+    for reference in (r for r in PAPER_REFERENCES if r["dataset"] == dataset):
+        ax.axhline(reference["top1"], color="grey", linestyle="--", linewidth=0.7)
+        ax.annotate(f"{reference['model']} {reference['top1']:g}", (1.0, reference["top1"]), xycoords=("axes fraction", "data"),
+                    xytext=(3, 0), textcoords="offset points", va="center", fontsize="x-small", color="grey")
 
 
 def ablation_figure(runs: pd.DataFrame) -> Figure | None:

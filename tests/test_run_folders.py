@@ -24,9 +24,16 @@ from tinyrun import ENV, ROOT, SMOKE, TINY, read_csv, run_python, sets, write_sw
 LONG = "epochs=400"  # a tiny run that is still training when the test acts on it
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C's default action, even when the test runs where SIGINT is ignored (a
+    shell's background job), so that Python turns SIGINT into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_tiny(out: Path, *overrides: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "aalib", "train", str(SMOKE), *sets(*TINY, *overrides), "--out", str(out)]
-    return subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
 
 
 def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 180) -> None:
