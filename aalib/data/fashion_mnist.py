@@ -108,6 +108,7 @@ def _parse_idx(data: bytes, path: Path, ndim: int) -> np.ndarray:
 
 
 def _file(folder: Path, name: str) -> Path | None:
+    """``folder/name``, else ``folder/name.gz``, else None."""
     for candidate in (folder / name, folder / f"{name}.gz"):
         if candidate.is_file():
             return candidate
