@@ -394,15 +394,16 @@ def captions(runs: pd.DataFrame, found: list[Run]) -> dict[str, str]:
     }
 
 
-def _markdown(runs_dir: str | Path, runs: pd.DataFrame, verdict: list[str], findings: list[str],
-              texts: dict[str, str], broken: pd.DataFrame) -> str:
-    """``report.md``: the verdict, the findings and every figure with its caption, for a docs page."""
+def _markdown(runs_dir: str | Path, runs: pd.DataFrame, tables: dict[str, pd.DataFrame], verdict: list[str],
+              findings: list[str], texts: dict[str, str], broken: pd.DataFrame) -> str:
+    """``report.md``: the verdict, the results per dataset (``tables``, :func:`dataset_tables`) with
+    the published ones, the findings and every figure with its caption, for a docs page."""
     cpus = ", ".join(sorted(runs["cpu"].dropna().unique())) or "unknown"
     lines = [f"# Report of `{runs_dir}`", "",
              f"{len(runs)} runs ({int((runs['status'] == 'finished').sum())} finished), measured on: {cpus}.", ""]
     if verdict:
         lines += ["## What was measured", "", *(f"- {line}" for line in verdict), ""]
-    for dataset, table in dataset_tables(summarize(runs)).items():
+    for dataset, table in tables.items():
         lines += [f"## Results on {dataset}", "", _markdown_table(table.reset_index()), ""]
         published = references([dataset])
         if len(published):
@@ -459,8 +460,9 @@ def write_report(runs_dir: str | Path, output_dir: str | Path) -> dict[str, Any]
         paths[name] = output_dir / f"{name}.png"
         write_png(paths[name], fig, dpi=110)
     verdict = study_verdict(runs)
-    text = _markdown(runs_dir, runs, verdict, diagnosis.findings, texts, broken)
+    tables = dataset_tables(summary)
+    text = _markdown(runs_dir, runs, tables, verdict, diagnosis.findings, texts, broken)
     atomic_write(output_dir / "report.md", lambda handle: handle.write(text))
-    return {"runs": runs, "summary": summary, "tables": dataset_tables(summary), "figures": figures,
+    return {"runs": runs, "summary": summary, "tables": tables, "figures": figures,
             "captions": texts, "paths": paths, "verdict": verdict, "diagnosis": diagnosis,
             "unfinished": unfinished(runs), "damaged": broken}

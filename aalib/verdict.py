@@ -237,26 +237,28 @@ class Comparison:
 def comparisons(runs: pd.DataFrame) -> list[Comparison]:
     """:class:`Comparison` of every :data:`STUDY_CONCLUSIONS` pair present in a run table
     (:func:`aalib.report.collect`) on its image-classification datasets (not ``long_range``),
-    within each network family; experiments renamed by a ``label`` (ablations) are left out."""
+    within each network family; experiments renamed by a ``label`` (ablations) are left out, and
+    runs of one kind and seed (the report merges them under one name) are averaged."""
     found = []
     plain = runs[(runs["dataset"] != "long_range") & ~runs["labelled"].astype(bool)]
     for (dataset, _), family in plain.groupby(["dataset", "network"], sort=True):
+        names = family.groupby("attention")["model"].first()
         done = family[(family["status"] == "finished") & family["top1"].notna()]
+        top1 = done.groupby(["attention", "seed"])["top1"].mean()  # (kind, seed) -> test top-1
         for higher, lower, conclusion in STUDY_CONCLUSIONS:
-            a = family[family["attention"] == _kind(higher)]
-            b = family[family["attention"] == _kind(lower)]
-            if a.empty or b.empty:
+            a, b = _kind(higher), _kind(lower)
+            if a not in names or b not in names:
                 continue
-            a_done = done[done["attention"] == _kind(higher)].set_index("seed")["top1"]
-            b_done = done[done["attention"] == _kind(lower)].set_index("seed")["top1"]
-            seeds = sorted(int(seed) for seed in set(a_done.index) & set(b_done.index))
+            a_top1 = top1.get(a, pd.Series(dtype=float))
+            b_top1 = top1.get(b, pd.Series(dtype=float))
+            seeds = sorted(int(seed) for seed in set(a_top1.index) & set(b_top1.index))
             found.append(Comparison(
                 dataset=str(dataset),
-                model=str(a["model"].iloc[0]),
-                baseline=str(b["model"].iloc[0]),
+                model=str(names[a]),
+                baseline=str(names[b]),
                 conclusion=conclusion,
                 seeds=seeds,
-                differences=[float(a_done[seed] - b_done[seed]) for seed in seeds],
+                differences=[float(a_top1[seed] - b_top1[seed]) for seed in seeds],
             ))
     return found
 

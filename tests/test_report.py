@@ -127,6 +127,9 @@ def test_image_verdict_pairs_by_seed_and_leaves_out_unfinished_runs_and_ablation
     lower = comparisons(_runs([*_image_runs("Simple-AACNN", "softmax", [88.0, 88.1, 88.3]),
                                *_image_runs("Simple-LAACNN", "linear", [89.0, 89.0, 89.1])]))
     assert lower[0].outcome == "contradicted" and "contradicts the conclusion that the linear approximation" in lower[0].sentence()
+    twice = comparisons(_runs([*_image_runs("Simple-AACNN", "softmax", [88.0, 88.2]), *_image_runs("Simple-AACNN", "softmax", [89.0, 89.2]),
+                               *_image_runs("Simple-CNN", "none", [88.0, 88.0])]))  # one kind run twice: averaged per seed
+    assert twice[0].differences == pytest.approx([0.5, 0.7])
     lone = comparisons(_runs([*_image_runs("Simple-AACNN", "softmax", [89.0]), *_image_runs("Simple-CNN", "none", [88.0])]))
     assert "one seed gives no interval" in lone[0].sentence()
 
