@@ -74,10 +74,11 @@ def seed_wrn(
 ) -> WideResNet:
     """The seed's Wide-ResNet / Wide-AAResNet / Wide-LAAResNet (a WRN-16-8 variant).
 
-    Stem conv 3->16 (``in_channels`` -> 16 for other inputs); stages of 2 pre-activation blocks with widths 128/256/512 and stride 2 in
-    every stage, including the first (maps 16/8/4 at 32x32); ``Dropout2d(dropout)`` between a
-    block's convs; 1x1 projection shortcut in each stage's first block; all convs with bias;
-    head ``BN-ReLU-pool-Linear(512, 512)-ReLU-Dropout(dropout / 2)-Linear(512, num_classes)``.
+    Stem conv 3->16 (``in_channels`` -> 16 for other inputs); stages of 2 pre-activation blocks
+    with widths 128/256/512 and stride 2 in every stage, including the first (maps 16/8/4 at
+    32x32); ``Dropout2d(dropout)`` between a block's convs; 1x1 projection shortcut in each
+    stage's first block; all convs with bias; head
+    ``BN-ReLU-pool-Linear(512, 512)-ReLU-Dropout(dropout / 2)-Linear(512, num_classes)``.
     With ``attention`` the **second** 3x3 conv of all six blocks is an AA (``"softmax"``) or LAA
     (``"linear"``) conv with ``dk = 2 Fout``, ``dv = Fout / 2``, ``Nh = 1, 2, 4`` by stage,
     sine-cosine positions and biased projections.
