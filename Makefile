@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.aalib-installed
 
+# $(call publish,RUNS_DIR,DOCS_DIR): a report's tables, figures and report.md into a committed docs folder
+publish = mkdir -p $(2) && cp $(1)/report/*.csv $(1)/report/*.png $(1)/report/report.md $(2)/
+
 .PHONY: demo long-range fashion-mnist test bench lab venv clean
 
 demo: $(STAMP)  ## the main job: the long-range study (3 shallow models, papermill), then its report
@@ -14,14 +17,12 @@ demo: $(STAMP)  ## the main job: the long-range study (3 shallow models, papermi
 long-range: $(STAMP)  ## the long-range study in full (about an hour on 2 cores): 5 seeds, the ablations, the diagnosis; results into docs/long_range/
 	$(PY) -m aalib sweep params/long_range params/long_range_ablations --runs-dir runs/long_range_study -p seeds "[0, 1, 2, 3, 4]"
 	$(PY) -m aalib report runs/long_range_study
-	mkdir -p docs/long_range
-	cp runs/long_range_study/report/*.csv runs/long_range_study/report/*.png runs/long_range_study/report/report.md docs/long_range/
+	$(call publish,runs/long_range_study,docs/long_range)
 
 fashion-mnist: $(STAMP)  ## the shallow study on real images (about an hour on 2 cores; needs Debian's dataset-fashion-mnist): 4 models x 3 seeds; results into docs/fashion_mnist/
 	$(PY) -m aalib sweep params/fashion_mnist --runs-dir runs/fashion_mnist
 	$(PY) -m aalib report runs/fashion_mnist
-	mkdir -p docs/fashion_mnist
-	cp runs/fashion_mnist/report/*.csv runs/fashion_mnist/report/*.png runs/fashion_mnist/report/report.md docs/fashion_mnist/
+	$(call publish,runs/fashion_mnist,docs/fashion_mnist)
 
 test: $(STAMP)  ## the test suite (CPU, no network)
 	$(PY) -m pytest

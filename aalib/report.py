@@ -234,8 +234,9 @@ def dataset_tables(summary: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def references(datasets: list[str]) -> pd.DataFrame:
-    """The papers' reference numbers for the given datasets."""
-    return pd.DataFrame([r for r in PAPER_REFERENCES if r["dataset"] in datasets])
+    """The published reference numbers (:data:`PAPER_REFERENCES`) for the given datasets."""
+    return pd.DataFrame([r for r in PAPER_REFERENCES if r["dataset"] in datasets],
+                        columns=["dataset", "model", "source", "top1", "top5", "parameters"])
 
 
 def study_verdict(runs: pd.DataFrame) -> list[str]:
@@ -339,9 +340,9 @@ def seed_points_figure(runs: pd.DataFrame) -> Figure:
 
 def _reference_lines(ax: Any, dataset: str) -> None:
     """The dataset's published results (:data:`PAPER_REFERENCES`) as labelled dashed lines."""
-    for reference in (r for r in PAPER_REFERENCES if r["dataset"] == dataset):
-        ax.axhline(reference["top1"], color="grey", linestyle="--", linewidth=0.7)
-        ax.annotate(f"{reference['model']} {reference['top1']:g}", (1.0, reference["top1"]), xycoords=("axes fraction", "data"),
+    for reference in references([dataset]).itertuples():
+        ax.axhline(reference.top1, color="grey", linestyle="--", linewidth=0.7)
+        ax.annotate(f"{reference.model} {reference.top1:g}", (1.0, reference.top1), xycoords=("axes fraction", "data"),
                     xytext=(3, 0), textcoords="offset points", va="center", fontsize="x-small", color="grey")
 
 
@@ -381,9 +382,9 @@ def captions(runs: pd.DataFrame, found: list[Run]) -> dict[str, str]:
     """One sentence per report figure, computed from the numbers the figure shows."""
     last_val = pd.DataFrame([{"model": _label(r.config), "val": r.metrics[-1]["val_top1"]} for r in found if r.metrics])
     done = runs[runs["top1"].notna()]
-    published = [r for r in PAPER_REFERENCES if r["dataset"] in set(done["dataset"])]
-    lines = ("; dashed lines: published results (" + ", ".join(f"{r['model']} {r['top1']:g} %" for r in published) + ")"
-             if published else "")
+    published = references(sorted(done["dataset"].unique()))
+    lines = ("; dashed lines: published results (" + ", ".join(f"{r.model} {r.top1:g} %" for r in published.itertuples()) + ")"
+             if len(published) else "")
     return {
         "seed_points": f"Test top-1 of every seed, range per model (seeds in brackets): {_per_model(done, 'top1', '.2f', ' %')}{lines}.",
         "learning_curves": ("Validation top-1 and training loss per epoch, one line per seed; validation top-1 at the "

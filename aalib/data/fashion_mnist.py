@@ -158,11 +158,14 @@ def _split(images: np.ndarray, labels: np.ndarray, images_path: Path, labels_pat
     return tensor.contiguous(), torch.from_numpy(labels.astype(np.int64))
 
 
+def _search_folders(root: Path, debian_folder: str | Path | None) -> list[Path]:
+    """Where the files are looked for, in order (see the module docstring)."""
+    return [root / FOLDER, root / TORCHVISION_FOLDER] + ([Path(debian_folder)] if debian_folder is not None else [])
+
+
 def find_fashion_mnist(root: str | Path = "data", debian_folder: str | Path | None = DEBIAN_FOLDER) -> dict[str, Path] | None:
     """The four files from the first folder that holds them all (see the module docstring), or None."""
-    root = Path(root)
-    folders = [root / FOLDER, root / TORCHVISION_FOLDER] + ([Path(debian_folder)] if debian_folder is not None else [])
-    for folder in folders:
+    for folder in _search_folders(Path(root), debian_folder):
         if (files := _complete(folder)) is not None:
             return files
     return None
@@ -201,9 +204,9 @@ def fashion_mnist(
         _download(root)
         files = find_fashion_mnist(root, debian_folder)
     if files is None:
-        searched = [str(root / FOLDER), str(root / TORCHVISION_FOLDER)] + ([str(debian_folder)] if debian_folder else [])
+        searched = ", ".join(str(folder) for folder in _search_folders(root, debian_folder))
         raise DatasetNotFoundError(
-            f"Fashion-MNIST not found in {', '.join(searched)}. Expected layout:\n{_LAYOUT}\n"
+            f"Fashion-MNIST not found in {searched}. Expected layout:\n{_LAYOUT}\n"
             f"How to get it: {_how_to_get(root)}"
         )
     contents = {name: _read_bytes(path) for name, path in files.items()}
