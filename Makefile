@@ -8,7 +8,7 @@ STAMP := $(VENV)/.aalib-installed
 # $(call publish,RUNS_DIR,DOCS_DIR): a report's tables, figures and report.md into a committed docs folder
 publish = mkdir -p $(2) && cp $(1)/report/*.csv $(1)/report/*.png $(1)/report/report.md $(2)/
 
-.PHONY: demo long-range fashion-mnist test bench lab venv clean
+.PHONY: demo long-range fashion-mnist test bench gpu-check lab venv clean
 
 demo: $(STAMP)  ## the main job: the long-range study (3 shallow models, papermill), then its report
 	$(PY) -m aalib sweep params/long_range --runs-dir runs/long_range
@@ -30,6 +30,9 @@ test: $(STAMP)  ## the test suite (CPU, no network)
 bench: $(STAMP)  ## every benchmark (tables printed, JSON in results/)
 	$(PY) -m aalib.bench attention
 	$(PY) -m aalib.bench train
+
+gpu-check: $(STAMP)  ## the GPU verified in one call (at most 8 minutes on one CUDA GPU; --dry-run lists the steps): JSON in benchmarks/
+	$(PY) -m aalib.bench gpu-check --out-dir benchmarks
 
 lab: $(STAMP)  ## JupyterLab from the project's environment (ipywidgets work)
 	$(VENV)/bin/jupyter lab --notebook-dir=.

@@ -3,6 +3,8 @@
     python -m aalib train params/smoke.yaml
     python -m aalib run params/long_range/simple_aacnn.yaml -p epochs 2     # through notebooks/train.ipynb
     python -m aalib sweep params/long_range --runs-dir runs/long_range       # many; finished runs skipped
+    python -m aalib sweep params/long_range --jobs 4 --devices 0,1,2,3        # four at once, one per GPU
+    python -m aalib sweep params/long_range --list > runs.txt                 # one command per run (job arrays)
     python -m aalib report runs/long_range                                   # tables, figures, HTML report
     python -m aalib train params/sound/cifar100_aa_wrn.yaml --set epochs=10 --set model_args.heads=4 --out runs/try
     torchrun --nproc_per_node 4 -m aalib train params/bello/cifar100_aa_wrn28_10.yaml
@@ -77,17 +79,47 @@ def _add_run_arguments(parser: argparse.ArgumentParser, *, many: bool) -> None:
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                         help="override a parameter (VALUE read as YAML; KEY may be dotted: model_args.heads); repeatable")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="runs go to RUNS_DIR/<name>/seed<k> (default: runs)")
+    if many:
+        parser.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
+                            help="run N runs at once, each in its own process (default: 1, or one per device)")
+        parser.add_argument("--devices", type=_device_list, default=None, metavar="0,1,...",
+                            help="GPU indices; each process sees one of them as its only GPU (CUDA_VISIBLE_DEVICES)")
+        parser.add_argument("--list", action="store_true",
+                            help="print one self-contained command per run (for a job array) and run nothing")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _device_list(text: str) -> list[str]:
+    devices = [entry.strip() for entry in text.split(",")]
+    if not all(entry.isdigit() for entry in devices):
+        raise argparse.ArgumentTypeError(f"expected GPU indices separated by commas (for example 0,1,2,3), got {text!r}")
+    return devices
 
 
 def _run_notebooks(args: argparse.Namespace) -> int:
     from .config import ConfigError
     from .lock import RunFolderBusy
-    from .runner import sweep
+    from .runner import list_commands, sweep
 
     params = args.params if isinstance(args.params, list) else [args.params]
     overrides = [f"{key}={value}" for key, value in args.parameter]
+    devices = getattr(args, "devices", None)
+    jobs = getattr(args, "jobs", None) or (len(devices) if devices else 1)
     try:
-        outcome = sweep(params, overrides=overrides, runs_dir=args.runs_dir, skip_busy=args.command == "sweep")
+        if getattr(args, "list", False):
+            print("\n".join(list_commands(params, overrides=overrides, runs_dir=args.runs_dir)))
+            return 0
+        outcome = sweep(params, overrides=overrides, runs_dir=args.runs_dir, skip_busy=args.command == "sweep",
+                        jobs=jobs, devices=devices)
     except (ConfigError, RunFolderBusy) as exc:
         print(f"aalib {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ How relative logits avoid an ``N x N`` tensor. Bello et al.'s logit for query ``
 is ``q_i.k_j + q_i.rel_h[y_j - y_i + H - 1] + q_i.rel_w[x_j - x_i + W - 1]``. The two relative
 terms depend on the query and only the row (column) of the key: with
 ``Lh_i[y] = q_i.rel_h[y - y_i + H - 1]`` (H values per query) and ``Lw_i[x]`` (W values), the
-logit is ``q_i.k_j + Lh_i[y_j] + Lw_i[x_j]``. Two exact kernels use this (``backend=``):
+logit is ``q_i.k_j + Lh_i[y_j] + Lw_i[x_j]``. Three exact kernels use this (``backend=``):
 
 * ``"fused"``: the logit is the dot product of an *extended* query ``[q_i, Lh_i, Lw_i]`` with an
   extended key ``[k_j, onehot(y_j), onehot(x_j)]``, so ``F.scaled_dot_product_attention`` runs
@@ -30,14 +30,24 @@ logit is ``q_i.k_j + Lh_i[y_j] + Lw_i[x_j]``. Two exact kernels use this (``back
   multiply-adds per logit and a few passes over a cache-sized block. On small maps
   (``N <= dkh + H + W``, as in the seed's models) the whole map is no larger than that bound, so
   the forward pass keeps it and the backward pass skips the recomputation (one product fewer).
+* ``"flex"``: FlexAttention (J. Dong, B. Feng, D. Guessous, Y. Liang, H. He, "Flex Attention: A
+  Programming Model for Generating Optimized Attention Kernels", 2024,
+  https://arxiv.org/abs/2412.05496; ``torch.nn.attention.flex_attention`` in the PyTorch docs)
+  with a ``score_mod`` that adds ``Lh_i[y_j] + Lw_i[x_j]`` to each scaled logit, so the bias widens
+  no head. On CUDA it runs ``torch.compile(flex_attention)``: one fused kernel each for the forward
+  and backward passes (gradients of the captured ``Lh``/``Lw`` included); memory
+  ``O(N (dkh + dvh + H + W))`` per head.
+  PyTorch has no FlexAttention backward on the CPU: there the backend runs eager
+  ``flex_attention``, which materialises the ``N x N`` scores (and warns so), with gradients off
+  only, and raises ``NotImplementedError`` for inputs that need gradients. On the CPU it is a
+  reference check, not a kernel.
 
 ``backend="auto"`` takes ``"blocked"`` on the CPU where a measured cost model says the fused
 kernel's widened or padded head costs more than the blocked kernel's passes (relative logits from
 about 16 x 16 up: 3.9x faster at 64 x 64, dkh = 8, on 2 cores; or values much narrower than keys,
 as in the seed's models) and ``"fused"`` otherwise, and always on CUDA, where the fused kernels
-run the wide head on tensor cores. FlexAttention
-with a ``score_mod`` would add the bias inside a fused kernel, but it has no backward on the CPU
-(PyTorch 2.14).
+run the wide head on tensor cores. It never takes ``"flex"``: that stays opt-in until a GPU
+measurement shows it faster than the extended-head ``"fused"`` kernel.
 
 Status: exact for any ``H x W``; the explicit ``(B, heads, N, N)`` maps of
 :func:`attention_weights` are for visualisation and tests only.
@@ -45,7 +55,8 @@ Status: exact for any ``H x W``; the explicit ``(B, heads, N, N)`` maps of
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import torch
@@ -67,12 +78,15 @@ AttentionKind = Literal["softmax", "linear", "linear_swapped"]
 # "linear_swapped" is the reproduced study's defect, kept as an explicit, opt-in ablation.
 ATTENTION_KINDS: tuple[str, ...] = ("softmax", "linear", "linear_swapped")
 LINEAR_KINDS: tuple[str, ...] = ("linear", "linear_swapped")  # no N x N logits: no relative positions
-Backend = Literal["auto", "fused", "blocked"]
-BACKENDS: tuple[str, ...] = ("auto", "fused", "blocked")
+Backend = Literal["auto", "fused", "blocked", "flex"]
+BACKENDS: tuple[str, ...] = ("auto", "fused", "blocked", "flex")
 
 # Fused SDPA backends want equal q/k/v head sizes (the CPU flash kernel falls back to the
 # N x N math path otherwise) aligned to 8 (CUDA memory-efficient kernel in half precision).
 _HEAD_ALIGN = 8
+# FlexAttention's compiled (Triton) kernel takes q/k and v head sizes of at least 16, the
+# smallest tl.dot; it rounds larger ones up to a power of two itself.
+_FLEX_MIN_HEAD = 16
 # Logits per block of the "blocked" kernel, all heads together: 8 MiB in float32, within the
 # last-level cache of a small CPU (measured on 2 cores: 2^20 to 2^22 within 10 %)...
 _BLOCK_LOGITS = 1 << 21
@@ -298,6 +312,55 @@ def _blocked_attention(
     return out.view(batch, heads, n, v.shape[-1]).to(q.dtype)  # B, heads, N, dvh
 
 
+@functools.cache
+def _flex_kernel(compiled: bool) -> Callable[..., Tensor]:
+    """``flex_attention``, eager or ``torch.compile``d, built once on first use (importing it loads
+    the compiler stack, which the other backends do not need)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention) if compiled else flex_attention
+
+
+def _flex_attention(
+    q: Tensor, k: Tensor, v: Tensor, scale: float, rel_h: Tensor | None, rel_w: Tensor | None,
+    grid: tuple[int, int] | None,
+) -> Tensor:
+    """The "flex" backend: ``flex_attention`` with ``lh[i, y_j] + lw[i, x_j]`` as its ``score_mod``.
+
+    FlexAttention applies ``scale`` to ``q.k`` before ``score_mod``, so ``lh``/``lw`` come from the
+    tables scaled by it (as in the "blocked" kernel). q/k and v are padded with zeros to at least
+    :data:`_FLEX_MIN_HEAD` (exact; ``scale`` stays that of ``dkh``). Compiled off the CPU; eager,
+    and with gradients off only, on it.
+
+    Raises:
+        NotImplementedError: on the CPU when an input needs gradients (before any work).
+    """
+    on_cpu = q.device.type == "cpu"
+    if on_cpu:
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, rel_h, rel_w)):
+            *others, last = (repr(b) for b in BACKENDS if b != "flex")
+            raise NotImplementedError(
+                f"backend='flex' has no backward pass on the CPU in PyTorch {torch.__version__}: "
+                f"run it under torch.no_grad() or use backend {', '.join(others)} or {last}"
+            )
+        # gradients are off, so this changes nothing; flex_attention refuses any CPU input with requires_grad
+        q, k, v = q.detach(), k.detach(), v.detach()
+    score_mod = None
+    if grid is not None:
+        width = grid[1]
+        lh, lw = relative_logits(q, rel_h * scale, rel_w * scale, grid)  # B, heads, N, H and B, heads, N, W
+
+        def score_mod(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+            return score + lh[b, h, q_idx, kv_idx // width] + lw[b, h, q_idx, kv_idx % width]  # key = (y, x) of kv_idx
+
+    qk_head, dvh = max(q.shape[-1], _FLEX_MIN_HEAD), v.shape[-1]
+    out = _flex_kernel(not on_cpu)(
+        _pad_head(q, qk_head), _pad_head(k, qk_head), _pad_head(v, max(dvh, _FLEX_MIN_HEAD)),
+        score_mod=score_mod, scale=scale,
+    )  # B, heads, N, max(dvh, 16)
+    return out[..., :dvh]
+
+
 def _cpu_prefers_blocked(dkh: int, dvh: int, extra: int) -> bool:
     """The CPU cost model of ``backend="auto"``: per logit, the fused kernel does ``2 * head``
     multiply-adds (q.k and p.v at the padded width ``head`` of ``dkh + extra`` and ``dvh``), the
@@ -335,10 +398,15 @@ def softmax_attention(
         rel_h: ``(2H - 1, dkh)`` row-offset embeddings, or None.
         rel_w: ``(2W - 1, dkh)`` column-offset embeddings, or None.
         size: ``(H, W)`` with ``H * W == N``; required with ``rel_h``/``rel_w``.
-        backend: ``"fused"``, ``"blocked"`` or ``"auto"`` (see the module docstring); all exact.
+        backend: ``"fused"``, ``"blocked"``, ``"flex"`` or ``"auto"`` (never ``"flex"``); all exact
+            (see the module docstring).
 
     Returns:
-        ``(B, heads, N, dvh)``. Never materialises an ``N x N`` tensor (see the module docstring).
+        ``(B, heads, N, dvh)``. Never materialises an ``N x N`` tensor, except ``"flex"`` on the CPU
+        (see the module docstring).
+
+    Raises:
+        NotImplementedError: ``backend="flex"`` on the CPU with inputs that need gradients.
     """
     _check_qk(q, k)
     _check_v(k, v)
@@ -352,6 +420,8 @@ def softmax_attention(
         backend = "blocked" if blocked else "fused"
     if backend == "blocked":
         return _blocked_attention(q, k, v, scale, rel_h, rel_w, grid)
+    if backend == "flex":
+        return _flex_attention(q, k, v, scale, rel_h, rel_w, grid)
     if grid is None:
         return _fused_attention(q, k, v, scale)
     lh, lw = relative_logits(q, rel_h, rel_w, grid)

@@ -7,13 +7,25 @@ checkpoints, ``train.log``, the learning-curve figure). A finished run is skippe
 one resumes from its last checkpoint, because the trainer does when pointed at the same folder.
 The same run works without this module:
 ``papermill notebooks/train.ipynb OUT.ipynb -f params/x.yaml``.
+
+Beyond one process: ``sweep(..., jobs=N)`` runs N plans at once, each as its own ``aalib run``
+process (:meth:`RunPlan.command`), optionally each on its own GPU (``devices``, through
+``CUDA_VISIBLE_DEVICES``); :func:`list_commands` prints the same commands, one per run, for a
+scheduler's job array. Every run folder is written under its lock (:mod:`aalib.lock`), so two
+processes never write one folder, however the runs are started.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
+import shlex
+import subprocess
 import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -24,7 +36,8 @@ from .config import ConfigError, TrainConfig, config_from_dict, read_params, val
 from .io import atomic_write
 from .lock import HELD_BY_PARENT, RunFolderBusy, RunLock
 
-__all__ = ["NOTEBOOKS", "RunPlan", "config_from_parameters", "expand_params", "plan_runs", "execute_run", "sweep"]
+__all__ = ["NOTEBOOKS", "RunPlan", "config_from_parameters", "expand_params", "plan_runs", "execute_run", "sweep",
+           "list_commands"]
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 TRAIN_NOTEBOOK = NOTEBOOKS / "train.ipynb"
@@ -39,12 +52,23 @@ def config_from_parameters(namespace: dict[str, Any], where: str = "notebook par
 
 
 class RunPlan:
-    """One notebook execution: the parameters it gets and the folder it writes."""
+    """One notebook execution: the parameters it gets and the folder it writes, and how it was
+    asked for (params file, overrides, runs folder, seed), so that it can run in its own process."""
 
-    def __init__(self, params_file: Path, parameters: dict[str, Any], out_dir: Path) -> None:
+    def __init__(self, params_file: Path, parameters: dict[str, Any], out_dir: Path, *, overrides: list[str],
+                 runs_dir: Path) -> None:
         self.params_file = params_file
         self.parameters = parameters
         self.out_dir = out_dir
+        self.overrides = list(overrides)
+        self.runs_dir = runs_dir
+
+    def command(self) -> list[str]:
+        """The ``aalib run`` command line that executes this plan alone, in the same folder: the
+        plan's overrides, then its seed as a one-seed ``seeds`` list (the last override wins)."""
+        pairs = [arg for override in self.overrides for arg in ("-p", *override.split("=", 1))]
+        return [sys.executable, "-m", "aalib", "run", str(self.params_file), *pairs,
+                "-p", "seeds", f"[{self.parameters['seed']}]", "--runs-dir", str(self.runs_dir)]
 
     @property
     def status(self) -> str:
@@ -88,7 +112,7 @@ def plan_runs(params_file: str | Path, *, overrides: list[str] = (), runs_dir: s
     for seed in config.seeds or [config.seed]:
         out_dir = Path(runs_dir) / config.name / f"seed{seed}"
         parameters = {**raw, "seed": seed, "seeds": None, "out_dir": str(out_dir)}
-        plans.append(RunPlan(params_file, parameters, out_dir))
+        plans.append(RunPlan(params_file, parameters, out_dir, overrides=list(overrides), runs_dir=Path(runs_dir)))
     return plans
 
 
@@ -132,6 +156,18 @@ def execute_run(plan: RunPlan, *, notebook: Path = TRAIN_NOTEBOOK, log: Callable
     return plan.status
 
 
+def _plan_all(paths: Iterable[str | Path], overrides: list[str], runs_dir: str | Path) -> list[RunPlan]:
+    """Every params file planned (and so validated) before any work."""
+    return [plan for path in expand_params(paths) for plan in plan_runs(path, overrides=overrides, runs_dir=runs_dir)]
+
+
+def _check_jobs(jobs: int, devices: list[str] | None) -> None:
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"jobs must be an integer >= 1, got {jobs!r}")
+    if devices is not None and (not devices or not all(isinstance(d, str) and d.strip() for d in devices)):
+        raise ConfigError(f"devices must be a non-empty list of GPU indices (for example 0,1,2,3), got {devices!r}")
+
+
 def sweep(
     paths: Iterable[str | Path],
     *,
@@ -140,26 +176,123 @@ def sweep(
     notebook: Path = TRAIN_NOTEBOOK,
     log: Callable[[str], None] = print,
     skip_busy: bool = True,
+    jobs: int = 1,
+    devices: list[str] | None = None,
 ) -> dict[Path, str]:
-    """Plan every params file first (all errors before any work), then execute the plans in order.
+    """Plan every params file first (all errors before any work), then execute the plans.
 
     A run folder that another process is writing (a second sweep over the same params, a job
     array with a duplicate entry) is skipped with status ``busy``, so overlapping sweeps share the
     work and never write one folder twice at once; with ``skip_busy=False`` it raises
     :class:`aalib.lock.RunFolderBusy` instead.
+
+    ``jobs=1`` without ``devices`` executes the plans in order in this process. Otherwise up to
+    ``jobs`` plans run at once, each in its own ``aalib run`` process (:meth:`RunPlan.command`,
+    output lines prefixed with ``[name seed k]``), under the same rules: a finished plan starts no
+    process, an unfinished one resumes, a busy folder (the process exits with status 2 after its
+    lock was refused) is reported ``busy``. With ``devices`` (GPU indices) each process sees one
+    of them as its only GPU, through ``CUDA_VISIBLE_DEVICES``: ``jobs`` slots take the devices in
+    turn, so ``jobs=len(devices)`` puts one run on each. Ctrl-C or SIGTERM stops every process
+    as ``interrupted`` (resumable) and starts no more.
     """
-    plans = [plan for path in expand_params(paths) for plan in plan_runs(path, overrides=overrides, runs_dir=runs_dir)]
-    outcome = {}
-    for index, plan in enumerate(plans, 1):
-        log(f"[{index}/{len(plans)}] {plan.parameters['name']} seed {plan.parameters['seed']}")
-        try:
-            outcome[plan.out_dir] = execute_run(plan, notebook=notebook, log=log)
-        except RunFolderBusy as exc:
-            if not skip_busy:
+    _check_jobs(jobs, devices)
+    plans = _plan_all(paths, list(overrides), runs_dir)
+    if jobs == 1 and devices is None:
+        return {plan.out_dir: _execute_logged(plan, index, len(plans), notebook, log, skip_busy)
+                for index, plan in enumerate(plans, 1)}
+    if not skip_busy:
+        raise ValueError("skip_busy=False needs jobs=1 and no devices (runs in other processes report busy folders)")
+    return _ProcessPool(jobs, devices, log).run(plans)
+
+
+def _execute_logged(plan: RunPlan, index: int, total: int, notebook: Path, log: Callable[[str], None],
+                    skip_busy: bool) -> str:
+    log(f"[{index}/{total}] {plan.parameters['name']} seed {plan.parameters['seed']}")
+    try:
+        return execute_run(plan, notebook=notebook, log=log)
+    except RunFolderBusy as exc:
+        if not skip_busy:
+            raise
+        log(f"skipped: {exc}")
+        return "busy"
+
+
+class _ProcessPool:
+    """Runs plans in up to ``jobs`` ``aalib run`` processes at once; the slots hold the devices."""
+
+    def __init__(self, jobs: int, devices: list[str] | None, log: Callable[[str], None]) -> None:
+        self.jobs, self.log = jobs, log
+        self.slots: queue.Queue[str | None] = queue.Queue()
+        for slot in range(jobs):
+            self.slots.put(None if devices is None else devices[slot % len(devices)].strip())
+        self.running: set[subprocess.Popen] = set()
+        self.lock = threading.Lock()
+        self.stopping = False
+
+    def run(self, plans: list[RunPlan]) -> dict[Path, str]:
+        total = len(plans)
+        with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="aalib-sweep") as pool:
+            futures = [pool.submit(self._execute, plan, index, total) for index, plan in enumerate(plans, 1)]
+            try:
+                outcome = {plan.out_dir: future.result() for plan, future in zip(plans, futures)}
+            except KeyboardInterrupt:
+                self._stop(futures)
                 raise
-            log(f"skipped: {exc}")
-            outcome[plan.out_dir] = "busy"
-    return outcome
+        return outcome
+
+    def _execute(self, plan: RunPlan, index: int, total: int) -> str:
+        name, seed = plan.parameters["name"], plan.parameters["seed"]
+        if self.stopping:
+            return plan.status
+        if plan.status == "finished":
+            self.log(f"[{index}/{total}] {plan.out_dir}: finished, skipped")
+            return "finished"
+        device = self.slots.get()
+        try:
+            env = {key: value for key, value in os.environ.items() if key != HELD_BY_PARENT}
+            if device is not None:
+                env["CUDA_VISIBLE_DEVICES"] = device
+            self.log(f"[{index}/{total}] {name} seed {seed}" + ("" if device is None else f" on GPU {device}")
+                     + f": {shlex.join(plan.command())}")
+            with self.lock:
+                if self.stopping:
+                    return plan.status
+                process = subprocess.Popen(plan.command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                           text=True, bufsize=1, start_new_session=True)
+                self.running.add(process)
+            for line in process.stdout:
+                self.log(f"[{name} seed {seed}] {line.rstrip()}")
+            returncode = process.wait()
+            with self.lock:
+                self.running.discard(process)
+        finally:
+            self.slots.put(device)
+        # the plan was validated here, so status 2 is the one error left to ``aalib run``: a busy folder
+        return "busy" if returncode == 2 else plan.status
+
+    def _stop(self, futures: list) -> None:
+        """Ctrl-C / SIGTERM: no new processes; each running one gets SIGTERM (its run stops as
+        ``interrupted``) and is waited for."""
+        with self.lock:
+            self.stopping = True
+            for future in futures:
+                future.cancel()
+            for process in self.running:
+                process.terminate()
+        deadline = time.monotonic() + 120
+        for process in list(self.running):
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def list_commands(paths: Iterable[str | Path], *, overrides: list[str] = (), runs_dir: str | Path = "runs") -> list[str]:
+    """One self-contained shell command per planned run (``cd`` into this folder, then
+    ``aalib run`` for that run alone), for a scheduler's job array: line ``i`` is task ``i``.
+    Finished runs are listed too (their command skips them), so the numbering is stable."""
+    here = shlex.quote(str(Path.cwd()))
+    return [f"cd {here} && {shlex.join(plan.command())}" for plan in _plan_all(paths, list(overrides), runs_dir)]
 
 
 REPORT_NOTEBOOK = NOTEBOOKS / "report.ipynb"

@@ -11,7 +11,6 @@ import math
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import aalib.attention as attention_module
 from aalib.attention import (
@@ -22,10 +21,18 @@ from aalib.attention import (
     softmax_attention,
     swapped_linear_attention,
 )
+from aalib.bench.gpu_check import OpRecorder
 
 SIZES = [(3, 5), (7, 4), (8, 8)]
 DTYPES = [torch.float32, torch.float64]
 TOL = {torch.float32: dict(atol=2e-5, rtol=1e-4), torch.float64: dict(atol=1e-10, rtol=1e-9)}
+# PyTorch has no FlexAttention backward on the CPU: "flex" is checked there without gradients
+# (test_flex_backend_matches_reference_without_grad) and with them on CUDA.
+NO_CPU_BACKWARD = pytest.mark.skip(reason="backend='flex' has no backward on the CPU; checked under no_grad and on CUDA")
+GRAD_BACKENDS = [pytest.param(b, marks=NO_CPU_BACKWARD) if b == "flex" else b for b in BACKENDS]
+# Eager flex_attention warns, once per process, that it materialises the N x N scores: that is the
+# documented CPU contract of backend="flex" (a reference check there), not a defect under test.
+EAGER_FLEX_WARNING = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile:UserWarning")
 
 
 def explicit_softmax(logits: torch.Tensor, dim: int) -> torch.Tensor:
@@ -95,7 +102,7 @@ def random_inputs(size, dtype, dkh=6, dvh=5, heads=2, batch=2, seed=0, grad=Fals
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("relative", [False, True])
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", GRAD_BACKENDS)
 def test_softmax_attention_matches_reference(size, dtype, relative, backend):
     q, k, v, rel_h, rel_w = random_inputs(size, dtype, grad=True)
     extra = dict(rel_h=rel_h, rel_w=rel_w, size=size, backend=backend) if relative else dict(backend=backend)
@@ -111,6 +118,65 @@ def test_softmax_attention_matches_reference(size, dtype, relative, backend):
     want = torch.autograd.grad(ref, inputs, grad_out)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, **TOL[dtype])
+
+
+@EAGER_FLEX_WARNING
+@pytest.mark.parametrize("size", [(3, 5), (5, 7), (8, 8)])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("relative", [False, True])
+@pytest.mark.parametrize("dkh, dvh", [(6, 5), (3, 8), (20, 12)])  # padded to 16, and wider than 16
+def test_flex_backend_matches_reference_without_grad(size, dtype, relative, dkh, dvh):
+    """backend="flex" on the CPU, gradients off. The inputs are leaves that require grad, as a
+    model's parameters under torch.no_grad() are."""
+    q, k, v, rel_h, rel_w = random_inputs(size, dtype, dkh=dkh, dvh=dvh, grad=True)
+    extra = dict(rel_h=rel_h, rel_w=rel_w, size=size) if relative else {}
+    with torch.no_grad():
+        out = softmax_attention(q, k, v, **extra, backend="flex")
+        ref = reference_softmax_weights(q, k, **extra) @ v
+    assert out.shape == (2, 2, size[0] * size[1], dvh) and out.dtype == dtype
+    torch.testing.assert_close(out, ref, **TOL[dtype])
+
+
+def test_flex_backend_refuses_gradients_on_the_cpu(monkeypatch):
+    """With gradients on, an input that requires grad (q, or only a relative table) is refused
+    before any work: neither the relative logits nor flex_attention run."""
+    def no_work(*args):
+        pytest.fail("backend='flex' did work before refusing gradients on the CPU")
+
+    monkeypatch.setattr(attention_module, "relative_logits", no_work)
+    monkeypatch.setattr(attention_module, "_flex_kernel", no_work)
+    size = (3, 4)
+    message = "^backend='flex' has no backward pass on the CPU in PyTorch .* or use backend 'auto', 'fused' or 'blocked'$"
+    q, k, v, rel_h, rel_w = random_inputs(size, torch.float32, grad=True)
+    with pytest.raises(NotImplementedError, match=message):
+        softmax_attention(q, k, v, backend="flex")
+    q, k, v, _, _ = random_inputs(size, torch.float32)
+    with pytest.raises(NotImplementedError, match=message):
+        softmax_attention(q, k, v, rel_h=rel_h, rel_w=rel_w, size=size, backend="flex")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: backend='flex' trains only there")
+@pytest.mark.parametrize("size", [(5, 7), (8, 8)])
+@pytest.mark.parametrize("relative", [False, True])
+@pytest.mark.parametrize("dkh, dvh", [(6, 5), (20, 12)])
+def test_flex_backend_matches_reference_on_cuda(size, relative, dkh, dvh):
+    """torch.compile(flex_attention) in float32 on CUDA, forward and backward (the relative
+    tables' gradients flow through the captured logits), against the float64 CPU reference."""
+    q, k, v, rel_h, rel_w = random_inputs(size, torch.float64, dkh=dkh, dvh=dvh, grad=True)
+    inputs = (q, k, v, rel_h, rel_w) if relative else (q, k, v)
+    ref_extra = dict(rel_h=rel_h, rel_w=rel_w, size=size) if relative else {}
+    ref = reference_softmax_weights(q, k, **ref_extra) @ v
+    grad_out = torch.randn_like(ref)
+    want = torch.autograd.grad(ref, inputs, grad_out)
+
+    on_gpu = [t.detach().to("cuda", torch.float32).requires_grad_() for t in inputs]
+    extra = dict(rel_h=on_gpu[3], rel_w=on_gpu[4], size=size) if relative else {}
+    out = softmax_attention(*on_gpu[:3], **extra, backend="flex")
+    got = torch.autograd.grad(out, on_gpu, grad_out.to("cuda", torch.float32))
+    torch.testing.assert_close(out.cpu().double(), ref, **TOL[torch.float32])
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g.cpu().double(), w, **TOL[torch.float32])
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -185,7 +251,7 @@ def test_relative_logits_are_per_query_offset_lookups():
 
 
 @pytest.mark.parametrize("relative", [False, True])
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", GRAD_BACKENDS)
 def test_gradcheck_softmax_attention(relative, backend):
     size = (3, 4)
     q, k, v, rel_h, rel_w = random_inputs(size, torch.float64, dkh=3, dvh=2, heads=2, batch=1, grad=True)
@@ -264,23 +330,6 @@ def test_gradcheck_linear_attention():
     assert torch.autograd.gradcheck(linear_attention, (q, k, v))
 
 
-class _LargestTensor(TorchDispatchMode):
-    """Records the largest tensor any aten op returns (forward and backward)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.largest = 0
-        self.ops: set[str] = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        self.ops.add(str(func))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
-
-
 @pytest.mark.parametrize("relative", [False, True])
 @pytest.mark.parametrize("backend", ["fused", "blocked"])
 def test_softmax_attention_never_materialises_n_by_n(relative, backend):
@@ -290,7 +339,7 @@ def test_softmax_attention_never_materialises_n_by_n(relative, backend):
     extra = dict(rel_h=rel_h, rel_w=rel_w, size=size) if relative else {}
     extra["backend"] = backend
     n = size[0] * size[1]
-    with _LargestTensor() as mode:
+    with OpRecorder() as mode:
         out = softmax_attention(q, k, v, **extra)
         out.sum().backward()
     head = 8 + size[0] + size[1] if relative else 8
@@ -302,10 +351,12 @@ def test_softmax_attention_never_materialises_n_by_n(relative, backend):
 
 @pytest.mark.parametrize("relative", [False, True])
 def test_auto_backend_dispatch(relative, monkeypatch):
-    """auto on the CPU at 32 x 32, dkh = dvh = 8: blocked with relative logits, fused without."""
+    """auto on the CPU at 32 x 32, dkh = dvh = 8: blocked with relative logits, fused without;
+    never flex (opt-in)."""
     calls = []
-    monkeypatch.setattr(attention_module, "_blocked_attention", lambda *a: calls.append("blocked") or a[2])
-    monkeypatch.setattr(attention_module, "_fused_attention", lambda *a: calls.append("fused") or a[2])
+    for kernel in ("blocked", "fused", "flex"):
+        record = lambda *a, kernel=kernel: calls.append(kernel) or a[2]  # noqa: E731
+        monkeypatch.setattr(attention_module, f"_{kernel}_attention", record)
     q, k, v, rel_h, rel_w = random_inputs((32, 32), torch.float32, dkh=8, dvh=8, heads=1, batch=1)
     softmax_attention(q, k, v, **(dict(rel_h=rel_h, rel_w=rel_w, size=(32, 32)) if relative else {}))
     assert calls == (["blocked"] if relative else ["fused"])
@@ -325,7 +376,7 @@ def test_auto_backend_cost_model(dkh, dvh, extra, blocked):
 
 def test_linear_attention_never_materialises_n_by_n():
     q, k, v, _, _ = random_inputs((16, 16), torch.float32, dkh=8, dvh=8, grad=True)
-    with _LargestTensor() as mode:
+    with OpRecorder() as mode:
         linear_attention(q, k, v).sum().backward()
     assert mode.largest <= q.numel()
 
@@ -352,5 +403,5 @@ def test_kernel_errors_name_the_problem():
         attention_weights(q, k, kind="linear_swapped", rel_h=rel_h, rel_w=rel_w, size=(3, 4))
     with pytest.raises(ValueError, match="v must be"):
         swapped_linear_attention(q, k, v[:, :, :5])
-    with pytest.raises(ValueError, match="backend must be one of \\('auto', 'fused', 'blocked'\\), got 'flex'"):
-        softmax_attention(q, k, v, backend="flex")
+    with pytest.raises(ValueError, match="backend must be one of \\('auto', 'fused', 'blocked', 'flex'\\), got 'flash'"):
+        softmax_attention(q, k, v, backend="flash")

@@ -9,6 +9,7 @@ BENCHMARKS = {
     "attention": "aalib.bench.attention",  # AA / LAA layer time and memory against resolution
     "train": "aalib.bench.train",  # one training step of every model
     "soak": "aalib.bench.soak",  # resident memory over many training epochs
+    "gpu-check": "aalib.bench.gpu_check",  # the GPU verified in one call: CUDA tests, memory, benchmarks, DDP
 }
 
 
