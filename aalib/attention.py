@@ -16,7 +16,7 @@ How relative logits avoid an ``N x N`` tensor. Bello et al.'s logit for query ``
 is ``q_i.k_j + q_i.rel_h[y_j - y_i + H - 1] + q_i.rel_w[x_j - x_i + W - 1]``. The two relative
 terms depend on the query and only the row (column) of the key: with
 ``Lh_i[y] = q_i.rel_h[y - y_i + H - 1]`` (H values per query) and ``Lw_i[x]`` (W values), the
-logit is ``q_i.k_j + Lh_i[y_j] + Lw_i[x_j]``. Three exact kernels use this (``backend=``):
+logit is ``q_i.k_j + Lh_i[y_j] + Lw_i[x_j]``. Four exact kernels use this (``backend=``):
 
 * ``"fused"``: the logit is the dot product of an *extended* query ``[q_i, Lh_i, Lw_i]`` with an
   extended key ``[k_j, onehot(y_j), onehot(x_j)]``, so ``F.scaled_dot_product_attention`` runs
@@ -30,6 +30,11 @@ logit is ``q_i.k_j + Lh_i[y_j] + Lw_i[x_j]``. Three exact kernels use this (``ba
   multiply-adds per logit and a few passes over a cache-sized block. On small maps
   (``N <= dkh + H + W``, as in the seed's models) the whole map is no larger than that bound, so
   the forward pass keeps it and the backward pass skips the recomputation (one product fewer).
+* ``"native"``: the same recipe fused into one C++ pass (:mod:`aalib.native`, built on first use
+  with the machine's compiler): tiles of 8 queries against chunks of whole key rows, the bias,
+  the online softmax and the products with v in the first-level cache, and a backward pass that
+  recomputes each chunk from one log-sum-exp per query. Float32 on the CPU; memory ``O(tile)``
+  per thread beyond the inputs and outputs; ``dkh`` multiply-adds per logit.
 * ``"flex"``: FlexAttention (J. Dong, B. Feng, D. Guessous, Y. Liang, H. He, "Flex Attention: A
   Programming Model for Generating Optimized Attention Kernels", 2024,
   https://arxiv.org/abs/2412.05496; ``torch.nn.attention.flex_attention`` in the PyTorch docs)
@@ -42,11 +47,12 @@ logit is ``q_i.k_j + Lh_i[y_j] + Lw_i[x_j]``. Three exact kernels use this (``ba
   only, and raises ``NotImplementedError`` for inputs that need gradients. On the CPU it is a
   reference check, not a kernel.
 
-``backend="auto"`` takes ``"blocked"`` on the CPU where a measured cost model says the fused
-kernel's widened or padded head costs more than the blocked kernel's passes (relative logits from
-about 16 x 16 up: 3.9x faster at 64 x 64, dkh = 8, on 2 cores; or values much narrower than keys,
-as in the seed's models) and ``"fused"`` otherwise, and always on CUDA, where the fused kernels
-run the wide head on tensor cores. It never takes ``"flex"``: that stays opt-in until a GPU
+``backend="auto"`` on the CPU takes ``"native"`` for relative logits from 24 x 24 up where the
+fused kernel's extended head is much wider than ``dkh + dvh`` (:func:`_cpu_prefers_native`), when
+the kernel can run (float32, a C++ compiler); otherwise ``"blocked"`` where a measured cost model
+says the fused kernel's widened or padded head costs more than the blocked kernel's passes (or
+values much narrower than keys, as in the seed's models) and ``"fused"`` otherwise. On CUDA it
+always takes ``"fused"``, whose kernels run the wide head on tensor cores. It never takes ``"flex"``: that stays opt-in until a GPU
 measurement shows it faster than the extended-head ``"fused"`` kernel.
 
 Status: exact for any ``H x W``; the explicit ``(B, heads, N, N)`` maps of
@@ -64,8 +70,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from . import native
+
 __all__ = [
     "ATTENTION_KINDS",
+    "BACKENDS",
+    "CPU_ONLY_BACKENDS",
     "LINEAR_KINDS",
     "attention_weights",
     "linear_attention",
@@ -78,8 +88,9 @@ AttentionKind = Literal["softmax", "linear", "linear_swapped"]
 # "linear_swapped" is the reproduced study's defect, kept as an explicit, opt-in ablation.
 ATTENTION_KINDS: tuple[str, ...] = ("softmax", "linear", "linear_swapped")
 LINEAR_KINDS: tuple[str, ...] = ("linear", "linear_swapped")  # no N x N logits: no relative positions
-Backend = Literal["auto", "fused", "blocked", "flex"]
-BACKENDS: tuple[str, ...] = ("auto", "fused", "blocked", "flex")
+Backend = Literal["auto", "fused", "blocked", "native", "flex"]
+BACKENDS: tuple[str, ...] = ("auto", "fused", "blocked", "native", "flex")
+CPU_ONLY_BACKENDS: tuple[str, ...] = ("native",)
 
 # Fused SDPA backends want equal q/k/v head sizes (the CPU flash kernel falls back to the
 # N x N math path otherwise) aligned to 8 (CUDA memory-efficient kernel in half precision).
@@ -284,18 +295,17 @@ class _BlockedAttention(torch.autograd.Function):
         return grad_q, grad_k, grad_v, grad_lh, grad_lw, None, None
 
 
-def _blocked_attention(
+def _flat_in_float32(
     q: Tensor, k: Tensor, v: Tensor, scale: float, rel_h: Tensor | None, rel_w: Tensor | None,
-    grid: tuple[int, int] | None,
+    grid: tuple[int, int] | None, kernel: Callable[[Tensor, Tensor, Tensor, Tensor | None, Tensor | None], Tensor],
 ) -> Tensor:
-    """The "blocked" kernel, computed in float32 or wider (softmax statistics need the range).
+    """Run ``kernel(q, k, v, lh, lw)`` of the "blocked" or "native" kernel on ``(B * heads, N, d)``
+    views, in float32 or wider (softmax statistics need the range), autocast off.
 
-    The scale reaches the relative logits through the (small) tables and the q.k products as a
-    factor of the matrix products, so no scaled copy of q is made. A block holds at most
-    ``dkh + H + W`` queries per head (``dkh`` without relative logits), so its logits never
-    outnumber the fused kernel's extended queries: ``O(N (dkh + H + W))`` per head.
+    The scale reaches the relative logits through the (small) tables, so ``lh``/``lw`` arrive scaled
+    and no scaled copy of q is made.
     """
-    batch, heads, n, dkh = q.shape
+    batch, heads, n, _ = q.shape
     dtype = torch.promote_types(q.dtype, torch.float32)
 
     def flat(t: Tensor) -> Tensor:
@@ -306,10 +316,39 @@ def _blocked_attention(
         bias = None, None
         if grid is not None:
             bias = relative_logits(q_wide, rel_h.to(dtype) * scale, rel_w.to(dtype) * scale, grid)
-        max_rows = dkh + (0 if grid is None else sum(grid))
-        out = _BlockedAttention.apply(flat(q_wide), flat(k.to(dtype)), flat(v.to(dtype)),
-                                      *[None if t is None else flat(t) for t in bias], scale, max_rows)
+        out = kernel(flat(q_wide), flat(k.to(dtype)), flat(v.to(dtype)), *[None if t is None else flat(t) for t in bias])
     return out.view(batch, heads, n, v.shape[-1]).to(q.dtype)  # B, heads, N, dvh
+
+
+def _blocked_attention(
+    q: Tensor, k: Tensor, v: Tensor, scale: float, rel_h: Tensor | None, rel_w: Tensor | None,
+    grid: tuple[int, int] | None,
+) -> Tensor:
+    """The "blocked" kernel. The q.k products take the scale as a factor of the matrix products. A
+    block holds at most ``dkh + H + W`` queries per head (``dkh`` without relative logits), so its
+    logits never outnumber the fused kernel's extended queries: ``O(N (dkh + H + W))`` per head.
+    """
+    max_rows = q.shape[-1] + (0 if grid is None else sum(grid))
+    return _flat_in_float32(q, k, v, scale, rel_h, rel_w, grid,
+                            lambda *qkv_bias: _BlockedAttention.apply(*qkv_bias, scale, max_rows))
+
+
+def _native_usable(q: Tensor) -> str | None:
+    """Why the "native" kernel cannot take ``q`` (a CUDA tensor, float64, or no build), or None."""
+    if q.device.type != "cpu":
+        return f"it runs on the CPU, and q is on {q.device}"
+    if torch.promote_types(q.dtype, torch.float32) != torch.float32:
+        return f"it computes in float32, and q is {q.dtype}"
+    return native.unavailable_reason()
+
+
+def _native_attention(
+    q: Tensor, k: Tensor, v: Tensor, scale: float, rel_h: Tensor | None, rel_w: Tensor | None,
+    grid: tuple[int, int] | None,
+) -> Tensor:
+    """The "native" kernel (:mod:`aalib.native`): float32, ``O(tile)`` memory per thread."""
+    return _flat_in_float32(q, k, v, scale, rel_h, rel_w, grid,
+                            lambda q_, k_, v_, lh, lw: native.tiled_attention(q_, k_, v_, scale, lh, lw, grid))
 
 
 @functools.cache
@@ -378,6 +417,26 @@ def _cpu_prefers_blocked(dkh: int, dvh: int, extra: int) -> bool:
     return 2 * _fused_head(dkh + extra, dvh) > dkh + dvh + _BLOCKED_PASSES
 
 
+def _cpu_prefers_native(n: int, dkh: int, dvh: int, extra: int) -> bool:
+    """The rule of ``backend="auto"`` for the "native" kernel: relative logits (``extra = H + W``) on
+    maps of at least 24 x 24, where the fused kernel's extended head is at least 1.5 times the
+    native kernel's ``dkh + dvh`` multiply-adds per logit. Fitted on
+    ``python -m aalib.bench kernels`` (8 x 8 to 64 x 64, dkh 8 to 256, with and without positions;
+    ``benchmarks/kernels_cpu-2core_2026-12-01.json``), where it takes the native kernel only where
+    that kernel was the fastest, and wherever it was more than 10 % faster than both others.
+    """
+    return extra > 0 and n >= 24 * 24 and _fused_head(dkh + extra, dvh) >= 1.5 * (dkh + dvh)
+
+
+def _cpu_backend(q: Tensor, dvh: int, extra: int) -> str:
+    """What ``backend="auto"`` runs on the CPU: "native" where :func:`_cpu_prefers_native` says so
+    and the kernel can run (float32, built), else "blocked" or "fused" by :func:`_cpu_prefers_blocked`."""
+    n, dkh = q.shape[-2:]
+    if _cpu_prefers_native(n, dkh, dvh, extra) and _native_usable(q) is None:
+        return "native"
+    return "blocked" if _cpu_prefers_blocked(dkh, dvh, extra) else "fused"
+
+
 def softmax_attention(
     q: Tensor,
     k: Tensor,
@@ -398,14 +457,15 @@ def softmax_attention(
         rel_h: ``(2H - 1, dkh)`` row-offset embeddings, or None.
         rel_w: ``(2W - 1, dkh)`` column-offset embeddings, or None.
         size: ``(H, W)`` with ``H * W == N``; required with ``rel_h``/``rel_w``.
-        backend: ``"fused"``, ``"blocked"``, ``"flex"`` or ``"auto"`` (never ``"flex"``); all exact
-            (see the module docstring).
+        backend: ``"fused"``, ``"blocked"``, ``"native"``, ``"flex"`` or ``"auto"`` (never
+            ``"flex"``); all exact (see the module docstring).
 
     Returns:
         ``(B, heads, N, dvh)``. Never materialises an ``N x N`` tensor, except ``"flex"`` on the CPU
         (see the module docstring).
 
     Raises:
+        ValueError: ``backend="native"`` where it cannot run (CUDA tensors, float64, no C++ compiler).
         NotImplementedError: ``backend="flex"`` on the CPU with inputs that need gradients.
     """
     _check_qk(q, k)
@@ -416,10 +476,13 @@ def softmax_attention(
     scale = q.shape[-1] ** -0.5
     extra = 0 if grid is None else sum(grid)  # H + W relative logits per query
     if backend == "auto":
-        blocked = q.device.type == "cpu" and _cpu_prefers_blocked(q.shape[-1], v.shape[-1], extra)
-        backend = "blocked" if blocked else "fused"
+        backend = _cpu_backend(q, v.shape[-1], extra) if q.device.type == "cpu" else "fused"
+    if backend == "native" and (reason := _native_usable(q)) is not None:
+        raise ValueError(f"backend='native' cannot run here: {reason}; use 'auto', 'fused' or 'blocked'")
     if backend == "blocked":
         return _blocked_attention(q, k, v, scale, rel_h, rel_w, grid)
+    if backend == "native":
+        return _native_attention(q, k, v, scale, rel_h, rel_w, grid)
     if backend == "flex":
         return _flex_attention(q, k, v, scale, rel_h, rel_w, grid)
     if grid is None:

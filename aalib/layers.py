@@ -104,8 +104,9 @@ class AugmentedConv2d(nn.Module):
             ``2H - 1`` and ``2W - 1`` rows, a learned embedding is ``H x W``.
         bias: bias of the convolution branch.
         qkv_bias: bias of the 1x1 q/k/v and output projections.
-        backend: softmax attention kernel, ``"auto"``, ``"fused"``, ``"blocked"`` or ``"flex"`` (all
-            exact; ``"flex"`` trains on CUDA only, see :mod:`aalib.attention`); ignored by linear attention.
+        backend: softmax attention kernel, ``"auto"``, ``"fused"``, ``"blocked"``, ``"native"`` or
+            ``"flex"`` (all exact; ``"native"`` runs on the CPU only, ``"flex"`` trains on CUDA only;
+            see :mod:`aalib.attention`); ignored by linear attention.
     """
 
     def __init__(

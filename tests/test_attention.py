@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import aalib.attention as attention_module
+from aalib import native
 from aalib.attention import (
     BACKENDS,
     attention_weights,
@@ -29,7 +30,11 @@ TOL = {torch.float32: dict(atol=2e-5, rtol=1e-4), torch.float64: dict(atol=1e-10
 # PyTorch has no FlexAttention backward on the CPU: "flex" is checked there without gradients
 # (test_flex_backend_matches_reference_without_grad) and with them on CUDA.
 NO_CPU_BACKWARD = pytest.mark.skip(reason="backend='flex' has no backward on the CPU; checked under no_grad and on CUDA")
-GRAD_BACKENDS = [pytest.param(b, marks=NO_CPU_BACKWARD) if b == "flex" else b for b in BACKENDS]
+# "native" is a C++ kernel built on first use; without a C++ compiler it cannot run and is skipped.
+NEEDS_NATIVE = pytest.mark.skipif(not native.available(), reason=f"native kernel unavailable: {native.unavailable_reason()}")
+GRAD_BACKENDS = [pytest.param(b, marks=NO_CPU_BACKWARD) if b == "flex" else
+                 pytest.param(b, marks=NEEDS_NATIVE) if b == "native" else b for b in BACKENDS]
+NATIVE_IS_FLOAT32 = "backend='native' computes in float32 (it refuses float64: test_native_refuses_what_it_cannot_run)"
 # Eager flex_attention warns, once per process, that it materialises the N x N scores: that is the
 # documented CPU contract of backend="flex" (a reference check there), not a defect under test.
 EAGER_FLEX_WARNING = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile:UserWarning")
@@ -104,6 +109,8 @@ def random_inputs(size, dtype, dkh=6, dvh=5, heads=2, batch=2, seed=0, grad=Fals
 @pytest.mark.parametrize("relative", [False, True])
 @pytest.mark.parametrize("backend", GRAD_BACKENDS)
 def test_softmax_attention_matches_reference(size, dtype, relative, backend):
+    if backend == "native" and dtype == torch.float64:
+        pytest.skip(NATIVE_IS_FLOAT32)
     q, k, v, rel_h, rel_w = random_inputs(size, dtype, grad=True)
     extra = dict(rel_h=rel_h, rel_w=rel_w, size=size, backend=backend) if relative else dict(backend=backend)
     ref_extra = dict(rel_h=rel_h, rel_w=rel_w, size=size) if relative else {}
@@ -146,7 +153,7 @@ def test_flex_backend_refuses_gradients_on_the_cpu(monkeypatch):
     monkeypatch.setattr(attention_module, "relative_logits", no_work)
     monkeypatch.setattr(attention_module, "_flex_kernel", no_work)
     size = (3, 4)
-    message = "^backend='flex' has no backward pass on the CPU in PyTorch .* or use backend 'auto', 'fused' or 'blocked'$"
+    message = "^backend='flex' has no backward pass on the CPU in PyTorch .* or use backend 'auto', 'fused', 'blocked' or 'native'$"
     q, k, v, rel_h, rel_w = random_inputs(size, torch.float32, grad=True)
     with pytest.raises(NotImplementedError, match=message):
         softmax_attention(q, k, v, backend="flex")
@@ -253,6 +260,8 @@ def test_relative_logits_are_per_query_offset_lookups():
 @pytest.mark.parametrize("relative", [False, True])
 @pytest.mark.parametrize("backend", GRAD_BACKENDS)
 def test_gradcheck_softmax_attention(relative, backend):
+    if backend == "native":
+        pytest.skip(f"gradcheck needs float64; {NATIVE_IS_FLOAT32}")
     size = (3, 4)
     q, k, v, rel_h, rel_w = random_inputs(size, torch.float64, dkh=3, dvh=2, heads=2, batch=1, grad=True)
     if relative:
@@ -331,7 +340,7 @@ def test_gradcheck_linear_attention():
 
 
 @pytest.mark.parametrize("relative", [False, True])
-@pytest.mark.parametrize("backend", ["fused", "blocked"])
+@pytest.mark.parametrize("backend", ["fused", "blocked", pytest.param("native", marks=NEEDS_NATIVE)])
 def test_softmax_attention_never_materialises_n_by_n(relative, backend):
     """No op, forward or backward, returns more than O(N (dkh + H + W)) elements per head."""
     size, batch, heads = (32, 32), 1, 2
@@ -350,16 +359,47 @@ def test_softmax_attention_never_materialises_n_by_n(relative, backend):
 
 
 @pytest.mark.parametrize("relative", [False, True])
-def test_auto_backend_dispatch(relative, monkeypatch):
-    """auto on the CPU at 32 x 32, dkh = dvh = 8: blocked with relative logits, fused without;
-    never flex (opt-in)."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_auto_backend_dispatch(relative, dtype, monkeypatch):
+    """auto on the CPU at 32 x 32, dkh = dvh = 8: with relative logits native in float32 (where it
+    can run; blocked otherwise) and blocked in float64; fused without; never flex (opt-in)."""
     calls = []
-    for kernel in ("blocked", "fused", "flex"):
+    for kernel in ("blocked", "native", "fused", "flex"):
         record = lambda *a, kernel=kernel: calls.append(kernel) or a[2]  # noqa: E731
         monkeypatch.setattr(attention_module, f"_{kernel}_attention", record)
-    q, k, v, rel_h, rel_w = random_inputs((32, 32), torch.float32, dkh=8, dvh=8, heads=1, batch=1)
+    q, k, v, rel_h, rel_w = random_inputs((32, 32), dtype, dkh=8, dvh=8, heads=1, batch=1)
     softmax_attention(q, k, v, **(dict(rel_h=rel_h, rel_w=rel_w, size=(32, 32)) if relative else {}))
-    assert calls == (["blocked"] if relative else ["fused"])
+    with_positions = "native" if dtype == torch.float32 and native.available() else "blocked"
+    assert calls == ([with_positions] if relative else ["fused"])
+
+
+def test_auto_falls_back_to_blocked_without_the_native_kernel(monkeypatch):
+    """AALIB_NATIVE=0 (as without a C++ compiler): auto runs the blocked kernel, and an explicit
+    backend="native" says why it cannot run."""
+    monkeypatch.setenv("AALIB_NATIVE", "0")
+    native._load.cache_clear()
+    try:
+        q, k, v, rel_h, rel_w = random_inputs((32, 32), torch.float32, dkh=8, dvh=8, heads=1, batch=1)
+        extra = dict(rel_h=rel_h, rel_w=rel_w, size=(32, 32))
+        assert attention_module._cpu_backend(q, 8, 64) == "blocked"
+        with pytest.raises(ValueError, match="^backend='native' cannot run here: AALIB_NATIVE=0; use 'auto', 'fused' or 'blocked'$"):
+            softmax_attention(q, k, v, **extra, backend="native")
+        torch.testing.assert_close(softmax_attention(q, k, v, **extra), softmax_attention(q, k, v, **extra, backend="blocked"))
+    finally:
+        native._load.cache_clear()
+
+
+@pytest.mark.parametrize("n, dkh, dvh, extra, prefers", [
+    (64 * 64, 8, 8, 64 + 64, True),  # relative logits at 64 x 64: an extended head of 136
+    (32 * 32, 20, 20, 32 + 32, True),  # Bello's WRN, first stage: 84 against 40
+    (24 * 24, 20, 20, 24 + 24, True),  # 72 against 40
+    (32 * 32, 32, 32, 32 + 32, True),  # 96 against 64: at the bound
+    (32 * 32, 64, 64, 32 + 32, False),  # 128 against 128: the fused or blocked kernel
+    (16 * 16, 8, 8, 16 + 16, False),  # small maps: the fused kernel
+    (32 * 32, 16, 16, 0, False),  # no positions: nothing to fuse
+])
+def test_auto_native_rule(n, dkh, dvh, extra, prefers):
+    assert attention_module._cpu_prefers_native(n, dkh, dvh, extra) is prefers
 
 
 @pytest.mark.parametrize("dkh, dvh, extra, blocked", [
@@ -403,5 +443,5 @@ def test_kernel_errors_name_the_problem():
         attention_weights(q, k, kind="linear_swapped", rel_h=rel_h, rel_w=rel_w, size=(3, 4))
     with pytest.raises(ValueError, match="v must be"):
         swapped_linear_attention(q, k, v[:, :, :5])
-    with pytest.raises(ValueError, match="backend must be one of \\('auto', 'fused', 'blocked', 'flex'\\), got 'flash'"):
+    with pytest.raises(ValueError, match="backend must be one of \\('auto', 'fused', 'blocked', 'native', 'flex'\\), got 'flash'"):
         softmax_attention(q, k, v, backend="flash")

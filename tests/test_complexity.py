@@ -165,8 +165,9 @@ def test_seed_layers_totals_add_up():
 
 # -- bench sweep API ------------------------------------------------------------------------------
 def test_sweep_plan_and_validation():
-    assert bench.sweep_plan([8], [8, 16]) == [("AA relative", 8), ("AA rel fused", 8), ("AA no-pos", 8),
-                                              ("LAA sincos", 8), ("LAA sincos", 16), ("conv 3x3", 8), ("conv 3x3", 16)]
+    assert bench.sweep_plan([8], [8, 16]) == [("AA relative", 8), ("AA rel fused", 8), ("AA rel blocked", 8),
+                                              ("AA no-pos", 8), ("LAA sincos", 8), ("LAA sincos", 16), ("conv 3x3", 8),
+                                              ("conv 3x3", 16)]
     assert bench.sweep_plan([8], [16], variants=bench.LAYER_VARIANTS) == [("AA relative", 8), ("AA no-pos", 8),
                                                                          ("LAA sincos", 16)]
     assert bench.sweep_plan([8], [16], variants=["LAA sincos"]) == [("LAA sincos", 16)]
@@ -210,6 +211,7 @@ def test_bench_table_and_targets_from_rows():
     rows = [
         {"variant": "AA relative", "size": 64, "ours": res(100.0, 50.0), "naive": res(300.0, 500.0)},
         {"variant": "AA rel fused", "size": 64, "ours": res(200.0, 60.0), "naive": {"skipped": "pinned"}},
+        {"variant": "AA rel blocked", "size": 64, "ours": res(250.0, 55.0), "naive": {"skipped": "pinned"}},
         {"variant": "LAA sincos", "size": 32, "ours": res(1.0, 5.0), "naive": res(9.0, 50.0)},
         {"variant": "LAA sincos", "size": 128, "ours": res(25.0, 80.0), "naive": {"skipped": "8 GiB"}},
         {"variant": "conv 3x3", "size": 32, "ours": res(1.0, 4.0), "naive": {"skipped": "no attention"}},
@@ -218,13 +220,16 @@ def test_bench_table_and_targets_from_rows():
     table = bench._table(rows).splitlines()
     assert table[2].split() == ["AA", "relative", "64^2", "100.0", "300.0", "3.00x", "50.0", "500.0", "1/10.0"]
     assert table[3].split() == ["AA", "rel", "fused", "64^2", "200.0", "skip", "-", "60.0", "skip", "-"]
-    checks = {c["target"]: (c["value"], c["met"]) for c in bench._targets(rows)}
+    checks = {c["target"]: (c["value"], c["met"]) for c in bench._targets(rows, "cpu")}
     assert checks == {
         "AA relative 64^2: naive/ours peak memory >= 8": (10.0, True),
         "AA relative 64^2: naive/ours time >= 2": (3.0, True),
+        "AA relative 64^2 on the CPU: forward + backward <= 1.0 s": (0.1, True),
+        "AA relative 64^2: blocked-kernel layer / auto-kernel layer time": (2.5, None),
         "LAA 32^2 -> 128^2 time growth <= 20 (16 is linear)": (25.0, False),
         "for reference, a plain 3x3 conv: 32^2 -> 128^2 time growth": (40.0, None),
     }
+    assert "AA relative 64^2 on the CPU: forward + backward <= 1.0 s" not in {c["target"] for c in bench._targets(rows, "cuda")}
 
 
 # -- the notebook, through papermill ------------------------------------------------------------------

@@ -14,7 +14,7 @@ import functools
 import pytest
 import torch
 
-from aalib.attention import BACKENDS, linear_attention, softmax_attention
+from aalib.attention import BACKENDS, CPU_ONLY_BACKENDS, linear_attention, softmax_attention
 from test_attention import SIZES, random_inputs, reference_linear_weights, reference_softmax_weights
 from test_layers import CONFIGS, make
 
@@ -24,6 +24,7 @@ DTYPES = [torch.float32, torch.bfloat16]
 FLOAT32_TOL = dict(atol=1e-4, rtol=1e-4)
 # bf16 (8 significant bits): ||got - want|| / ||want|| of outputs, and of gradients (longer chains of roundings)
 BF16_ERROR = {"output": 5e-2, "gradient": 1e-1}
+CUDA_BACKENDS = [b for b in BACKENDS if b not in CPU_ONLY_BACKENDS]  # every backend that runs on CUDA
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +71,7 @@ def softmax_reference(size, relative: bool, dtype: torch.dtype):
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("relative", [False, True])
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", CUDA_BACKENDS)
 def test_softmax_attention_on_cuda(size, dtype, relative, backend):
     inputs, want, grad_out, want_grads = softmax_reference(size, relative, dtype)
     cuda = [t.to("cuda", dtype).requires_grad_() for t in inputs]
@@ -99,7 +100,7 @@ def test_linear_attention_on_cuda(size, dtype):
 
 
 LAYER_CASES = [(attention, position, backend) for attention, position in CONFIGS
-               for backend in (BACKENDS if attention == "softmax" else ("auto",))]
+               for backend in (CUDA_BACKENDS if attention == "softmax" else ("auto",))]
 
 
 @pytest.mark.parametrize("attention, position, backend", LAYER_CASES)

@@ -201,7 +201,7 @@ def test_fractions_are_kappa_and_upsilon():
         (dict(dk=8, dv=6, heads=2, attention="linear_swapped", position="relative"), "got attention=.linear_swapped."),
         (dict(dk=8, dv=6, heads=2, attention="sparse"), "attention must be one of \\('softmax', 'linear', 'linear_swapped'\\)"),
         (dict(dk=8, dv=6, heads=2, position="rotary"), "position must be one of"),
-        (dict(dk=8, dv=6, heads=2, backend="flash"), "backend must be one of \\('auto', 'fused', 'blocked', 'flex'\\), got 'flash'"),
+        (dict(dk=8, dv=6, heads=2, backend="flash"), "backend must be one of \\('auto', 'fused', 'blocked', 'native', 'flex'\\), got 'flash'"),
         (dict(dk=8, dv=6, heads=0), "heads must be a positive int"),
         (dict(dk=8, dv=6, heads=2, stride=0), "stride must be a positive int"),
         (dict(dk=8, dv=6, heads=2, extent=0), "extent must be a positive int"),

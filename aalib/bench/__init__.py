@@ -1,1 +1,1 @@
-"""Benchmarks: ``python -m aalib.bench {attention,train,soak,gpu-check}``. Each prints a table and writes JSON."""
+"""Benchmarks: ``python -m aalib.bench {attention,kernels,train,soak,gpu-check}``. Each prints a table and writes JSON."""

@@ -7,6 +7,7 @@ import sys
 
 BENCHMARKS = {
     "attention": "aalib.bench.attention",  # AA / LAA layer time and memory against resolution
+    "kernels": "aalib.bench.kernels",  # every CPU kernel of softmax attention on the same inputs
     "train": "aalib.bench.train",  # one training step of every model
     "soak": "aalib.bench.soak",  # resident memory over many training epochs
     "gpu-check": "aalib.bench.gpu_check",  # the GPU verified in one call: CUDA tests, memory, benchmarks, DDP

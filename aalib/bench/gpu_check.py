@@ -8,7 +8,7 @@ was met (1 otherwise). The step timeouts sum to :data:`BUDGET_S` (8 minutes on o
 GPU) less at least 15 s for this process's own work.
 
 * ``tests``: the tests marked ``cuda`` in :data:`CUDA_TEST_FILES`; tests/test_cuda.py runs the
-  kernels (every backend of :data:`aalib.attention.BACKENDS`, with and without relative logits)
+  kernels (every CUDA backend of :data:`aalib.attention.BACKENDS`, with and without relative logits)
   and the AA layer on CUDA in float32 and bfloat16, outputs and gradients, against the plain
   references of tests/test_attention.py and tests/test_layers.py.
 * ``memory`` (:func:`memory_worker`): the no-``N x N`` guarantee on CUDA as memory: peak
@@ -517,8 +517,8 @@ def _attention_case(backend: str, dtype: torch.dtype, size: int, record_ops: boo
 
 
 def memory_worker(out: Path) -> int:
-    """The ``memory`` step: every backend of :data:`aalib.attention.BACKENDS` (read now, so that
-    new ones are covered), float32 and bf16, 64^2 and 128^2. A (backend, dtype) passes when its
+    """The ``memory`` step: every backend of :data:`aalib.attention.BACKENDS` that runs on CUDA (read
+    now, so that new ones are covered), float32 and bf16, 64^2 and 128^2. A (backend, dtype) passes when its
     peak memory grows at most :data:`MEMORY_GROWTH_LIMIT`-fold and its 128^2 peak is below one
     ``(B, heads, N, N)`` map of its dtype. The file is rewritten after every case, so a timeout
     keeps what was measured."""
@@ -534,7 +534,7 @@ def memory_worker(out: Path) -> int:
         "cases": [], "passed": False,
     }
     n = MEMORY_SIZES[-1] ** 2
-    for backend in attention.BACKENDS:
+    for backend in (b for b in attention.BACKENDS if b not in attention.CPU_ONLY_BACKENDS):
         for dtype in (torch.float32, torch.bfloat16):
             small, large = (_attention_case(backend, dtype, size, record_ops=size == MEMORY_SIZES[-1])
                             for size in MEMORY_SIZES)
