@@ -27,8 +27,9 @@ fashion-mnist: $(STAMP)  ## the shallow study on real images (about an hour on 2
 test: $(STAMP)  ## the test suite (CPU, no network)
 	$(PY) -m pytest
 
-bench: $(STAMP)  ## every benchmark (tables printed, JSON in results/)
+bench: $(STAMP)  ## the CPU benchmarks (tables printed, JSON in results/); the soak is `python -m aalib.bench soak`
 	$(PY) -m aalib.bench attention
+	$(PY) -m aalib.bench kernels
 	$(PY) -m aalib.bench train
 
 gpu-check: $(STAMP)  ## the GPU verified in one call (at most 8 minutes on one CUDA GPU; --dry-run lists the steps): JSON in benchmarks/
