@@ -200,8 +200,9 @@ def sweep(
     if jobs == 1 and devices is None:
         return {plan.out_dir: _execute_logged(plan, index, len(plans), notebook, log, skip_busy)
                 for index, plan in enumerate(plans, 1)}
-    if not skip_busy:
-        raise ValueError("skip_busy=False needs jobs=1 and no devices (runs in other processes report busy folders)")
+    if not skip_busy or notebook != TRAIN_NOTEBOOK:
+        raise ValueError("skip_busy=False and another notebook need jobs=1 and no devices (runs in other processes "
+                         "execute notebooks/train.ipynb and report busy folders)")
     return _ProcessPool(jobs, devices, log).run(plans)
 
 
@@ -252,12 +253,13 @@ class _ProcessPool:
             env = {key: value for key, value in os.environ.items() if key != HELD_BY_PARENT}
             if device is not None:
                 env["CUDA_VISIBLE_DEVICES"] = device
+            command = plan.command()
             self.log(f"[{index}/{total}] {name} seed {seed}" + ("" if device is None else f" on GPU {device}")
-                     + f": {shlex.join(plan.command())}")
+                     + f": {shlex.join(command)}")
             with self.lock:
                 if self.stopping:
                     return plan.status
-                process = subprocess.Popen(plan.command(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                            text=True, bufsize=1, start_new_session=True)
                 self.running.add(process)
             for line in process.stdout:

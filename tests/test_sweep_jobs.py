@@ -109,6 +109,13 @@ def test_bad_jobs_or_devices_fail_before_any_work(tmp_path: Path, jobs: object, 
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("options", [dict(skip_busy=False), dict(notebook=ROOT / "notebooks" / "report.ipynb")])
+def test_what_only_one_process_can_do_is_refused_with_jobs(tmp_path: Path, options: dict) -> None:
+    with pytest.raises(ValueError, match="need jobs=1 and no devices"):
+        sweep([ROOT / "params" / "smoke.yaml"], runs_dir=tmp_path / "runs", jobs=2, **options)
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--jobs", "0"], "argument --jobs: expected an integer >= 1, got '0'"),
     (["--devices", "0,gpu1"], "argument --devices: expected GPU indices separated by commas"),
