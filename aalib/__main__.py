@@ -49,7 +49,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load_config
+    from .config import ConfigError
+    from .experiment import load_config
     from .lock import RunFolderBusy
     from .train import OutputError, train
 

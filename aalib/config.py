@@ -10,7 +10,7 @@ The defaults are the Zagoruyko & Komodakis CIFAR recipe (SGD with Nesterov momen
 weight decay 5e-4, x0.2 at epochs 60/120/160 of 200, batch 128, crop + flip, mean/std
 normalisation), so a ``params/sound/*.yaml`` file only names the model and the dataset.
 
-    from aalib.config import load_config
+    from aalib.experiment import load_config  # this file's checks plus the registries'
     config = load_config("params/smoke.yaml", overrides=["epochs=2", "model_args.dv=8"])
 """
 
@@ -34,11 +34,9 @@ __all__ = [
     "apply_overrides",
     "config_diff",
     "config_from_dict",
-    "load_config",
     "parse_override",
     "read_params",
-    "validate_config",
-    "dataset_parameters",
+    "check_config",
     "RESUME_NEUTRAL_KEYS",
 ]
 
@@ -275,52 +273,15 @@ def read_params(path: str | Path | None = None, overrides: list[str] | tuple[str
     return apply_overrides(raw, overrides)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Read ``path`` (YAML; None for the defaults), apply ``overrides``, type-check and validate.
-
-    Checks that need the registries (model and dataset names) are done too, so a returned config
-    is one :func:`aalib.train.train` accepts.
-    """
-    where = "config" if path is None else str(path)
-    config = config_from_dict(read_params(path, overrides), where)
-    validate_config(config, where)
-    return config
-
-
-def _registry_names(kind: str) -> list[str] | None:
-    """Registered model or dataset names; None when that part of the package is missing."""
-    try:
-        if kind == "model":
-            from .models import list_models
-
-            return list(list_models())
-        from .data import list_datasets
-
-        return list(list_datasets())
-    except ImportError:  # pragma: no cover (the registries are part of the package)
-        return None
-
-
-def dataset_parameters(name: str) -> list[str] | None:
-    """Keyword arguments the builder of dataset ``name`` takes (None if it cannot be told)."""
-    import inspect
-
-    from . import data
-
-    builder = getattr(data, "_DATASETS", {}).get(name) or getattr(data, name, None)
-    if not callable(builder):
-        return None
-    params = inspect.signature(builder).parameters.values()
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return None
-    return [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-
-
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 
-def validate_config(config: TrainConfig, where: str = "config") -> None:
-    """Value checks (types were checked on loading); raises ConfigError with one line."""
+def check_config(config: TrainConfig, where: str = "config") -> None:
+    """The config's own value checks (types were checked on loading); raises ConfigError with one line.
+
+    Whether the model and dataset exist and take ``model_args`` / ``dataset_args`` is their
+    registries' rule: :func:`aalib.experiment.validate_config` asks them after this.
+    """
 
     def fail(message: str) -> None:
         raise ConfigError(f"{where}: {message}")
@@ -358,25 +319,6 @@ def validate_config(config: TrainConfig, where: str = "config") -> None:
         fail(f"unknown device {config.device!r}; allowed: auto, cpu, cuda, cuda:N, mps")
     if not re.match(r"^[\w.+-]+$", config.name):
         fail(f"name must be a plain folder name (letters, digits, _ . + -), got {config.name!r}")
-    models = _registry_names("model")
-    if models is not None and config.model not in models:
-        fail(f"unknown model {config.model!r}; allowed: {', '.join(models)}")
-    if models is not None:
-        from .models import model_arguments
-
-        allowed = [k for k in model_arguments(config.model) if k != "num_classes"]
-        unknown = [k for k in config.model_args if k not in allowed and k != "num_classes"]
-        if unknown:
-            fail(f"model_args {', '.join(map(repr, unknown))} not taken by model {config.model!r}; allowed: {', '.join(allowed)}")
-    datasets = _registry_names("dataset")
-    if datasets is not None and config.dataset not in datasets:
-        fail(f"unknown dataset {config.dataset!r}; allowed: {', '.join(datasets)}")
-    datasets_takes = dataset_parameters(config.dataset) if datasets is not None else None
-    if datasets_takes is not None:
-        unknown = [k for k in config.dataset_args if k not in datasets_takes]
-        if unknown:
-            fail(f"dataset_args {', '.join(map(repr, unknown))} not taken by dataset {config.dataset!r}; "
-                 f"allowed: {', '.join(datasets_takes)}")
     for key in ("model_args", "dataset_args"):
         bad = [k for k in getattr(config, key) if not k.isidentifier()]
         if bad:

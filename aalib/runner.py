@@ -32,7 +32,8 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
-from .config import ConfigError, TrainConfig, config_from_dict, read_params, validate_config
+from .config import ConfigError, TrainConfig, config_from_dict, read_params
+from .experiment import validate_config
 from .io import atomic_write
 from .lock import HELD_BY_PARENT, RunFolderBusy, RunLock
 

@@ -24,7 +24,8 @@ from torch import nn
 from .config import ConfigError, TrainConfig, config_from_dict
 from .data import ImageSplits
 from .lock import held
-from .train import build_model_for, load_checkpoint, load_dataset
+from .experiment import build_model_for, load_dataset
+from .train import load_checkpoint
 
 __all__ = ["Damaged", "Run", "RunFolderError", "find_runs", "load_run", "scan_runs"]
 

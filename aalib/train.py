@@ -79,7 +79,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .config import ConfigError, TrainConfig, config_diff, validate_config
+from .config import ConfigError, TrainConfig, config_diff
+from .experiment import build_model_for, load_dataset, validate_config
 from .io import atomic_write, write_json
 from .lock import RunLock, held
 from .machine import cpu_name
@@ -522,54 +523,6 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 # --- the run ----------------------------------------------------------------------------------
-
-
-def _dataset_kwargs(config: TrainConfig) -> dict[str, Any]:
-    """``dataset_args`` plus ``root`` / ``download`` where the dataset's builder takes them."""
-    from .config import dataset_parameters
-
-    kwargs = dict(config.dataset_args)
-    takes = dataset_parameters(config.dataset)
-    for key, value in (("root", config.data_root), ("download", config.download)):
-        if key not in kwargs and (takes is None or key in takes):
-            kwargs[key] = value
-    return kwargs
-
-
-def load_dataset(config: TrainConfig) -> Any:
-    """The dataset's splits; bad arguments, corrupt or truncated files, wrong checksums, hostile
-    archives and pickles become ConfigError (missing files stay FileNotFoundError)."""
-    from .data import build_dataset
-
-    try:
-        return build_dataset(config.dataset, **_dataset_kwargs(config))
-    except (TypeError, ValueError, pickle.UnpicklingError) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"dataset {config.dataset!r}: {message}") from None
-
-
-def build_model_for(config: TrainConfig, num_classes: int | None, image_shape: tuple[int, int, int] | None = None) -> nn.Module:
-    """The config's model for ``num_classes`` outputs; with ``image_shape`` (C, H, W) the model takes
-    ``C`` input channels and the inputs are first checked to be no smaller than any kernel they
-    reach (:func:`aalib.models.check_input_size`). ``model_args`` win over both."""
-    from .models import build_model, check_input_size
-
-    kwargs = dict(config.model_args)
-    if num_classes is not None:
-        kwargs.setdefault("num_classes", num_classes)
-    if image_shape is not None:
-        kwargs.setdefault("in_channels", image_shape[0])
-    try:
-        model = build_model(config.model, **kwargs)
-    except (TypeError, ValueError) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"model_args for {config.model!r} rejected: {message}") from None
-    if image_shape is not None:
-        try:
-            check_input_size(config.model, image_shape, **kwargs)
-        except ValueError as exc:
-            raise ConfigError(f"dataset {config.dataset!r}: {exc}") from None
-    return model
 
 
 def _loaders(config: TrainConfig, splits: Any, device: torch.device, info: DistInfo) -> dict[str, Any]:

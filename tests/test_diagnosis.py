@@ -15,7 +15,7 @@ from aalib.analysis.long_range import (
     failing_pairs,
     image_results,
 )
-from aalib.config import load_config
+from aalib.experiment import load_config
 from aalib.report import model_label
 from aalib.runs import load_run
 from aalib.train import train

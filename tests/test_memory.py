@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import aalib.train as train_module
-from aalib.config import load_config
+from aalib.experiment import load_config
 from aalib.memory import peak_rss_bytes
 from aalib.train import train
 from tinyrun import SMOKE, TINY, run_python

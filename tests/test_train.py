@@ -23,9 +23,9 @@ from aalib.config import (
     apply_overrides,
     config_diff,
     config_from_dict,
-    load_config,
     parse_override,
 )
+from aalib.experiment import load_config
 from aalib.data import list_datasets
 from aalib.machine import cpu_name
 from aalib.models import list_models

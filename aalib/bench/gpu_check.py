@@ -556,10 +556,11 @@ def _timed_epoch(config_path: Path, images: torch.Tensor, labels: torch.Tensor) 
     a :class:`aalib.data.DeviceLoader` with its augmentation, after warm-up steps; FLOPs of one step."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ..config import load_config
+    from ..experiment import load_config
     from ..data import DeviceLoader, channel_stats
     from ..models import count_parameters
-    from ..train import build_criterion, build_model_for, build_optimizer
+    from ..experiment import build_model_for
+    from ..train import build_criterion, build_optimizer
 
     config = load_config(config_path, overrides=["bf16=true", "channels_last=true"])
     device = torch.device("cuda")

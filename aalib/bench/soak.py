@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ..config import load_config
+from ..experiment import load_config
 from ..io import write_json
 from ..memory import peak_rss_bytes
 

@@ -14,7 +14,7 @@ augments them on the training device.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from .cifar import cifar100
 from .download import ChecksumError, download_file, safe_extract
@@ -36,6 +36,8 @@ __all__ = [
     "additive_ceiling",
     "UnsafePickleError",
     "build_dataset",
+    "check_dataset_arguments",
+    "dataset_arguments",
     "channel_stats",
     "cifar100",
     "download_file",
@@ -64,17 +66,32 @@ def list_datasets() -> list[str]:
     return sorted(_DATASETS)
 
 
+def _builder(name: str) -> Callable[..., ImageSplits]:
+    if name not in _DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(list_datasets())}")
+    return _DATASETS[name]
+
+
+def dataset_arguments(name: str) -> list[str]:
+    """The keyword arguments the builder of dataset ``name`` takes (what ``build_dataset`` accepts)."""
+    params = inspect.signature(_builder(name)).parameters.values()
+    return [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def check_dataset_arguments(name: str, arguments: Iterable[str]) -> None:
+    """ValueError naming the arguments dataset ``name`` does not take, and the ones it does."""
+    allowed = dataset_arguments(name)
+    unknown = [key for key in arguments if key not in allowed]
+    if unknown:
+        raise ValueError(f"{', '.join(map(repr, unknown))} not taken by dataset {name!r}; "
+                         f"allowed: {', '.join(allowed)}")
+
+
 def build_dataset(name: str, **kwargs: object) -> ImageSplits:
     """Build the dataset registered as ``name`` with builder arguments ``kwargs``.
 
     An unknown name, or an argument the builder does not take (a typo in a config's
     ``dataset_args``), is a ValueError listing the allowed values.
     """
-    if name not in _DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {list_datasets()}")
-    builder = _DATASETS[name]
-    allowed = list(inspect.signature(builder).parameters)
-    unknown = sorted(set(kwargs) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown argument(s) {unknown} for dataset {name!r}; allowed: {allowed}")
-    return builder(**kwargs)
+    check_dataset_arguments(name, kwargs)
+    return _DATASETS[name](**kwargs)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 from functools import partial
-from typing import Any, Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,6 +22,7 @@ __all__ = [
     "build_model",
     "list_models",
     "model_arguments",
+    "check_model_arguments",
     "attention_layers",
     "count_parameters",
     "check_input_size",
@@ -49,7 +51,7 @@ def list_models() -> list[str]:
 
 def _builder(name: str) -> ModelBuilder:
     if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+        raise ValueError(f"unknown model {name!r}; allowed: {', '.join(list_models())}")
     return _MODELS[name]
 
 
@@ -59,6 +61,15 @@ def model_arguments(name: str) -> dict[str, Any]:
     return {p.name: p.default for p in params if p.kind in _KEYWORD_KINDS}
 
 
+def check_model_arguments(name: str, arguments: Iterable[str]) -> None:
+    """ValueError for an unknown model ``name`` or an argument it does not take (lists the allowed)."""
+    allowed = model_arguments(name)
+    unknown = [key for key in arguments if key not in allowed]
+    if unknown:
+        raise ValueError(f"{', '.join(map(repr, unknown))} not taken by model {name!r}; "
+                         f"allowed: {', '.join(allowed)}")
+
+
 def build_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name`` with the given options.
 
@@ -66,12 +77,7 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
         ValueError: for an unknown name (the message lists the known ones) or an option the model
             does not take (the message names it and lists the allowed ones).
     """
-    allowed = model_arguments(name)
-    unknown = sorted(set(kwargs) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"model {name!r} got unknown argument(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}"
-        )
+    check_model_arguments(name, kwargs)
     return _MODELS[name](**kwargs)
 
 
