@@ -8,7 +8,7 @@ STAMP := $(VENV)/.aalib-installed
 # $(call publish,RUNS_DIR,DOCS_DIR): a report's tables, figures and report.md into a committed docs folder
 publish = mkdir -p $(2) && cp $(1)/report/*.csv $(1)/report/*.png $(1)/report/report.md $(2)/
 
-.PHONY: demo long-range fashion-mnist test bench gpu-check lab venv clean
+.PHONY: demo long-range fashion-mnist test bench gpu-check lab strip-notebooks venv clean
 
 demo: $(STAMP)  ## the main job: the long-range study (3 shallow models, papermill), then its report
 	$(PY) -m aalib sweep params/long_range --runs-dir runs/long_range
@@ -37,6 +37,9 @@ gpu-check: $(STAMP)  ## the GPU verified in one call (at most 8 minutes on one C
 
 lab: $(STAMP)  ## JupyterLab from the project's environment (ipywidgets work)
 	$(VENV)/bin/jupyter lab --notebook-dir=.
+
+strip-notebooks: $(STAMP)  ## clear the outputs, execution counts and timings a JupyterLab save leaves in the committed notebooks
+	$(VENV)/bin/jupyter nbconvert --clear-output --inplace '--ClearOutputPreprocessor.remove_metadata_fields={"collapsed","scrolled","execution"}' notebooks/*.ipynb aalib/notebooks/*.ipynb
 
 venv: $(STAMP)
 

@@ -1,7 +1,7 @@
 """Command line: ``python -m aalib COMMAND ...`` (also the ``aalib`` console script).
 
     python -m aalib train params/smoke.yaml
-    python -m aalib run params/long_range/simple_aacnn.yaml -p epochs 2     # through notebooks/train.ipynb
+    python -m aalib run params/long_range/simple_aacnn.yaml -p epochs 2     # through the packaged train.ipynb
     python -m aalib sweep params/long_range --runs-dir runs/long_range       # many; finished runs skipped
     python -m aalib sweep params/long_range --jobs 4 --devices 0,1,2,3        # four at once, one per GPU
     python -m aalib sweep params/long_range --list > runs.txt                 # one command per run (job arrays)
@@ -49,14 +49,13 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from .config import ConfigError
-    from .experiment import load_config
+    from .config import ConfigError, read_config
     from .lock import RunFolderBusy
     from .train import OutputError, train
 
     try:
-        config = load_config(args.config, overrides=args.overrides)
-        summary = train(config, args.out)
+        config = read_config(args.config, overrides=args.overrides)
+        summary = train(config, args.out)  # values checked there, before any work
     except (ConfigError, RunFolderBusy) as exc:
         print(f"aalib train: error: {_one_line(exc)}", file=sys.stderr)
         return 2
@@ -90,13 +89,12 @@ def _add_run_arguments(parser: argparse.ArgumentParser, *, many: bool) -> None:
 
 
 def _positive_int(text: str) -> int:
+    from .checks import check_int
+
     try:
-        value = int(text)
+        return check_int("the value", int(text))
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}") from None
 
 
 def _device_list(text: str) -> list[str]:
@@ -109,7 +107,7 @@ def _device_list(text: str) -> list[str]:
 def _run_notebooks(args: argparse.Namespace) -> int:
     from .config import ConfigError
     from .lock import RunFolderBusy
-    from .runner import list_commands, sweep
+    from .batch import list_commands, sweep
 
     params = args.params if isinstance(args.params, list) else [args.params]
     overrides = [f"{key}={value}" for key, value in args.parameter]
@@ -140,7 +138,7 @@ def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from .runner import build_report
+    from .batch import build_report
 
     try:
         result = build_report(args.runs_dir, args.out)
@@ -154,7 +152,7 @@ def _run_report(args: argparse.Namespace) -> int:
 # name -> (add its arguments to a subparser, run it and return the exit status)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "train": ("train one configuration (or resume it)", _add_train_arguments, _run_train),
-    "run": ("execute notebooks/train.ipynb for one params file, one folder per seed", partial(_add_run_arguments, many=False), _run_notebooks),
+    "run": ("execute the packaged train notebook (aalib/notebooks/train.ipynb) for one params file, one folder per seed", partial(_add_run_arguments, many=False), _run_notebooks),
     "sweep": ("run many params files (or folders); finished runs are skipped", partial(_add_run_arguments, many=True), _run_notebooks),
     "report": ("build the report of a runs folder: tables, figures, executed notebook, HTML", _add_report_arguments, _run_report),
 }

@@ -21,14 +21,14 @@ logit is ``q_i.k_j + Lh_i[y_j] + Lw_i[x_j]``. Four exact kernels use this (``bac
 * ``"fused"``: the logit is the dot product of an *extended* query ``[q_i, Lh_i, Lw_i]`` with an
   extended key ``[k_j, onehot(y_j), onehot(x_j)]``, so ``F.scaled_dot_product_attention`` runs
   its fused kernel (flash on the CPU, memory-efficient or flash on CUDA) on heads of
-  ``dkh + H + W`` values. Memory ``O(N (dkh + H + W))`` per head; but every logit now costs
+  ``dkh + H + W`` values. Memory ``O(N (dkh + H + W))`` per head; but every logit costs
   ``dkh + H + W`` multiply-adds instead of ``dkh`` (136 instead of 8 at 64 x 64, dkh = 8).
 * ``"blocked"``: FlashAttention's recipe (Dao et al. 2022) in PyTorch ops: queries in blocks of
   at most ``_BLOCK_LOGITS`` logits (all heads together), ``Lh``/``Lw`` added to each block by
   broadcasting, and the backward pass recomputing each block's weights rather than storing the
   ``N x N`` map. Memory: one block plus ``O(N (dkh + dvh + H + W))`` per head; work: ``dkh``
   multiply-adds per logit and a few passes over a cache-sized block. On small maps
-  (``N <= dkh + H + W``, as in the seed's models) the whole map is no larger than that bound, so
+  (``N <= dkh + H + W``, as in the study's models) the whole map is no larger than that bound, so
   the forward pass keeps it and the backward pass skips the recomputation (one product fewer).
 * ``"native"``: the same recipe fused into one C++ pass (:mod:`aalib.native`, built on first use
   with the machine's compiler): tiles of 8 queries against chunks of whole key rows, the bias,
@@ -51,9 +51,10 @@ logit is ``q_i.k_j + Lh_i[y_j] + Lw_i[x_j]``. Four exact kernels use this (``bac
 fused kernel's extended head is much wider than ``dkh + dvh`` (:func:`_cpu_prefers_native`), when
 the kernel can run (float32, a C++ compiler); otherwise ``"blocked"`` where a measured cost model
 says the fused kernel's widened or padded head costs more than the blocked kernel's passes (or
-values much narrower than keys, as in the seed's models) and ``"fused"`` otherwise. On CUDA it
-always takes ``"fused"``, whose kernels run the wide head on tensor cores. It never takes ``"flex"``: that stays opt-in until a GPU
-measurement shows it faster than the extended-head ``"fused"`` kernel.
+values much narrower than keys, as in the study's models) and ``"fused"`` otherwise. On CUDA it
+always takes ``"fused"``, whose kernels run the wide head on tensor cores. It never takes
+``"flex"``, which is opt-in: no GPU measurement shows it faster than the extended-head
+``"fused"`` kernel.
 
 Status: exact for any ``H x W``; the explicit ``(B, heads, N, N)`` maps of
 :func:`attention_weights` are for visualisation and tests only.
@@ -63,7 +64,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +72,7 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from . import native
+from .checks import check_choice
 
 __all__ = [
     "ATTENTION_KINDS",
@@ -84,9 +86,10 @@ __all__ = [
     "swapped_linear_attention",
 ]
 
-AttentionKind = Literal["softmax", "linear", "linear_swapped"]
+# The one list of attention kinds: layers, models and the analysis check against it.
 # "linear_swapped" is the reproduced study's defect, kept as an explicit, opt-in ablation.
-ATTENTION_KINDS: tuple[str, ...] = ("softmax", "linear", "linear_swapped")
+AttentionKind = Literal["softmax", "linear", "linear_swapped"]
+ATTENTION_KINDS: tuple[str, ...] = get_args(AttentionKind)
 LINEAR_KINDS: tuple[str, ...] = ("linear", "linear_swapped")  # no N x N logits: no relative positions
 Backend = Literal["auto", "fused", "blocked", "native", "flex"]
 BACKENDS: tuple[str, ...] = ("auto", "fused", "blocked", "native", "flex")
@@ -98,11 +101,10 @@ _HEAD_ALIGN = 8
 # FlexAttention's compiled (Triton) kernel takes q/k and v head sizes of at least 16, the
 # smallest tl.dot; it rounds larger ones up to a power of two itself.
 _FLEX_MIN_HEAD = 16
-# Logits per block of the "blocked" kernel, all heads together: 8 MiB in float32, within the
-# last-level cache of a small CPU (measured on 2 cores: 2^20 to 2^22 within 10 %)...
+# Logits per block of the "blocked" kernel, all heads together: 8 MiB in float32, the size of a
+# small CPU's last-level cache (block sizes from 2^20 to 2^22 time within 10 % of each other)...
 _BLOCK_LOGITS = 1 << 21
-# ... and per head at most 2^16 logits (256 KiB, within a core's L2 cache): measured on the same
-# machine, 2^16 beats 2^17 by 1.2x at 64 x 64 and matches it at 32 x 32 (dkh = 20, 8 heads).
+# ... and per head at most 2^16 logits (256 KiB in float32, the size of a core's L2 cache).
 _ROW_LOGITS = 1 << 16
 # What the blocked kernel's passes over a block (bias, softmax, its backward, the reductions) cost,
 # in the fused kernel's multiply-adds per logit (fitted: see _cpu_prefers_blocked).
@@ -240,8 +242,8 @@ class _BlockedAttention(torch.autograd.Function):
         logits = q.new_empty(*q_block.shape[:2], kt.shape[-1])  # g, C, N
         logits.baddbmm_(q_block, kt_block, beta=0, alpha=scale)
         if lh is not None:
-            grid = logits.unflatten(-1, (lh.shape[-1], lw.shape[-1]))  # g, C, H, W (a view)
-            grid.add_(lh[heads, rows, :, None]).add_(lw[heads, rows, None, :])
+            by_row = logits.unflatten(-1, (lh.shape[-1], lw.shape[-1]))  # g, C, H, W (a view)
+            by_row.add_(lh[heads, rows, :, None]).add_(lw[heads, rows, None, :])
         return logits.softmax(dim=-1)
 
     @staticmethod
@@ -289,15 +291,15 @@ class _BlockedAttention(torch.autograd.Function):
             _matmul_into(grad_q[heads, rows], grad_logits, k[heads], 0, ctx.scale)
             _matmul_into(grad_k[heads], grad_logits.transpose(-2, -1), q[heads, rows], beta, ctx.scale)
             if lh is not None:
-                grid = grad_logits.unflatten(-1, (lh.shape[-1], lw.shape[-1]))  # g, C, H, W
-                torch.sum(grid, dim=-1, out=grad_lh[heads, rows])
-                torch.sum(grid, dim=-2, out=grad_lw[heads, rows])
+                by_row = grad_logits.unflatten(-1, (lh.shape[-1], lw.shape[-1]))  # g, C, H, W
+                torch.sum(by_row, dim=-1, out=grad_lh[heads, rows])
+                torch.sum(by_row, dim=-2, out=grad_lw[heads, rows])
         return grad_q, grad_k, grad_v, grad_lh, grad_lw, None, None
 
 
 def _flat_in_float32(
     q: Tensor, k: Tensor, v: Tensor, scale: float, rel_h: Tensor | None, rel_w: Tensor | None,
-    grid: tuple[int, int] | None, kernel: Callable[[Tensor, Tensor, Tensor, Tensor | None, Tensor | None], Tensor],
+    size: tuple[int, int] | None, kernel: Callable[[Tensor, Tensor, Tensor, Tensor | None, Tensor | None], Tensor],
 ) -> Tensor:
     """Run ``kernel(q, k, v, lh, lw)`` of the "blocked" or "native" kernel on ``(B * heads, N, d)``
     views, in float32 or wider (softmax statistics need the range), autocast off.
@@ -314,22 +316,22 @@ def _flat_in_float32(
     with torch.autocast(q.device.type, enabled=False):
         q_wide = q.to(dtype)
         bias = None, None
-        if grid is not None:
-            bias = relative_logits(q_wide, rel_h.to(dtype) * scale, rel_w.to(dtype) * scale, grid)
+        if size is not None:
+            bias = relative_logits(q_wide, rel_h.to(dtype) * scale, rel_w.to(dtype) * scale, size)
         out = kernel(flat(q_wide), flat(k.to(dtype)), flat(v.to(dtype)), *[None if t is None else flat(t) for t in bias])
     return out.view(batch, heads, n, v.shape[-1]).to(q.dtype)  # B, heads, N, dvh
 
 
 def _blocked_attention(
     q: Tensor, k: Tensor, v: Tensor, scale: float, rel_h: Tensor | None, rel_w: Tensor | None,
-    grid: tuple[int, int] | None,
+    size: tuple[int, int] | None,
 ) -> Tensor:
     """The "blocked" kernel. The q.k products take the scale as a factor of the matrix products. A
     block holds at most ``dkh + H + W`` queries per head (``dkh`` without relative logits), so its
     logits never outnumber the fused kernel's extended queries: ``O(N (dkh + H + W))`` per head.
     """
-    max_rows = q.shape[-1] + (0 if grid is None else sum(grid))
-    return _flat_in_float32(q, k, v, scale, rel_h, rel_w, grid,
+    max_rows = q.shape[-1] + (0 if size is None else sum(size))
+    return _flat_in_float32(q, k, v, scale, rel_h, rel_w, size,
                             lambda *qkv_bias: _BlockedAttention.apply(*qkv_bias, scale, max_rows))
 
 
@@ -344,11 +346,11 @@ def _native_usable(q: Tensor) -> str | None:
 
 def _native_attention(
     q: Tensor, k: Tensor, v: Tensor, scale: float, rel_h: Tensor | None, rel_w: Tensor | None,
-    grid: tuple[int, int] | None,
+    size: tuple[int, int] | None,
 ) -> Tensor:
     """The "native" kernel (:mod:`aalib.native`): float32, ``O(tile)`` memory per thread."""
-    return _flat_in_float32(q, k, v, scale, rel_h, rel_w, grid,
-                            lambda q_, k_, v_, lh, lw: native.tiled_attention(q_, k_, v_, scale, lh, lw, grid))
+    return _flat_in_float32(q, k, v, scale, rel_h, rel_w, size,
+                            lambda q_, k_, v_, lh, lw: native.tiled_attention(q_, k_, v_, scale, lh, lw, size))
 
 
 @functools.cache
@@ -362,7 +364,7 @@ def _flex_kernel(compiled: bool) -> Callable[..., Tensor]:
 
 def _flex_attention(
     q: Tensor, k: Tensor, v: Tensor, scale: float, rel_h: Tensor | None, rel_w: Tensor | None,
-    grid: tuple[int, int] | None,
+    size: tuple[int, int] | None,
 ) -> Tensor:
     """The "flex" backend: ``flex_attention`` with ``lh[i, y_j] + lw[i, x_j]`` as its ``score_mod``.
 
@@ -385,9 +387,9 @@ def _flex_attention(
         # gradients are off, so this changes nothing; flex_attention refuses any CPU input with requires_grad
         q, k, v = q.detach(), k.detach(), v.detach()
     score_mod = None
-    if grid is not None:
-        width = grid[1]
-        lh, lw = relative_logits(q, rel_h * scale, rel_w * scale, grid)  # B, heads, N, H and B, heads, N, W
+    if size is not None:
+        width = size[1]
+        lh, lw = relative_logits(q, rel_h * scale, rel_w * scale, size)  # B, heads, N, H and B, heads, N, W
 
         def score_mod(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
             return score + lh[b, h, q_idx, kv_idx // width] + lw[b, h, q_idx, kv_idx % width]  # key = (y, x) of kv_idx
@@ -400,41 +402,40 @@ def _flex_attention(
     return out[..., :dvh]
 
 
-def _cpu_prefers_blocked(dkh: int, dvh: int, extra: int) -> bool:
+def _cpu_prefers_blocked(dkh: int, dvh: int, rel_dims: int) -> bool:
     """The CPU cost model of ``backend="auto"``: per logit, the fused kernel does ``2 * head``
-    multiply-adds (q.k and p.v at the padded width ``head`` of ``dkh + extra`` and ``dvh``), the
+    multiply-adds (q.k and p.v at the padded width ``head`` of ``dkh + rel_dims`` and ``dvh``), the
     blocked one ``dkh + dvh`` plus its passes over the block, worth :data:`_BLOCKED_PASSES`.
 
-    Fitted on 2 cores (forward + backward, fused / blocked time, inputs laid out as a layer's):
-    relative logits at 64 x 64, dkh = 8: 3.9; 32 x 32, dkh = 20: 1.9; 16 x 16, dkh = 20: 1.16;
-    8 x 8, dkh = 20: 0.74; no positions, dkh = dvh = 8 at 16 x 16: 0.51; no positions, dkh = 256,
-    dvh = 64 (the seed's first stage): 1.87. The rule picks the faster kernel in each of these.
-    Near the boundary the heads count matters more than the rule sees: at 16 x 16, dkh = 8, the
-    fused kernel it picks is 1.14x faster with 4 heads (the benchmark's layer) and 1.18x slower
-    with 8; at 32 x 32, dkh = 8, 4 heads, the blocked kernel it picks is 5 % slower; at 32 x 32 and
-    64 x 64 without positions, the fused kernel it picks is 8 % slower.
+    Fitted on forward + backward timings of both kernels on a 2-core CPU (inputs laid out as a
+    layer's; ``python -m aalib.bench kernels`` measures them): with relative logits from 8 x 8 to
+    32 x 32 at dkh = 20 and at 64 x 64 with dkh = 8, and without positions at dkh = dvh = 8 and at
+    the study's first stage (dkh = 256, dvh = 64), it picks the faster kernel. Known limit: near
+    its boundary (dkh = 8 at 16 x 16 and 32 x 32; maps from 32 x 32 up without positions) the
+    kernel it picks can be up to about a tenth slower, and the number of heads, which the rule
+    does not see, decides there.
     """
-    return 2 * _fused_head(dkh + extra, dvh) > dkh + dvh + _BLOCKED_PASSES
+    return 2 * _fused_head(dkh + rel_dims, dvh) > dkh + dvh + _BLOCKED_PASSES
 
 
-def _cpu_prefers_native(n: int, dkh: int, dvh: int, extra: int) -> bool:
-    """The rule of ``backend="auto"`` for the "native" kernel: relative logits (``extra = H + W``) on
+def _cpu_prefers_native(n: int, dkh: int, dvh: int, rel_dims: int) -> bool:
+    """The rule of ``backend="auto"`` for the "native" kernel: relative logits (``rel_dims = H + W``) on
     maps of at least 24 x 24, where the fused kernel's extended head is at least 1.5 times the
     native kernel's ``dkh + dvh`` multiply-adds per logit. Fitted on
     ``python -m aalib.bench kernels`` (8 x 8 to 64 x 64, dkh 8 to 256, with and without positions;
     ``benchmarks/kernels_cpu-2core_2026-12-01.json``), where it takes the native kernel only where
     that kernel was the fastest, and wherever it was more than 10 % faster than both others.
     """
-    return extra > 0 and n >= 24 * 24 and _fused_head(dkh + extra, dvh) >= 1.5 * (dkh + dvh)
+    return rel_dims > 0 and n >= 24 * 24 and _fused_head(dkh + rel_dims, dvh) >= 1.5 * (dkh + dvh)
 
 
-def _cpu_backend(q: Tensor, dvh: int, extra: int) -> str:
+def _cpu_backend(q: Tensor, dvh: int, rel_dims: int) -> str:
     """What ``backend="auto"`` runs on the CPU: "native" where :func:`_cpu_prefers_native` says so
     and the kernel can run (float32, built), else "blocked" or "fused" by :func:`_cpu_prefers_blocked`."""
     n, dkh = q.shape[-2:]
-    if _cpu_prefers_native(n, dkh, dvh, extra) and _native_usable(q) is None:
+    if _cpu_prefers_native(n, dkh, dvh, rel_dims) and _native_usable(q) is None:
         return "native"
-    return "blocked" if _cpu_prefers_blocked(dkh, dvh, extra) else "fused"
+    return "blocked" if _cpu_prefers_blocked(dkh, dvh, rel_dims) else "fused"
 
 
 def softmax_attention(
@@ -472,27 +473,27 @@ def softmax_attention(
     _check_v(k, v)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    grid = _check_relative(q, rel_h, rel_w, size)
+    size = _check_relative(q, rel_h, rel_w, size)
     scale = q.shape[-1] ** -0.5
-    extra = 0 if grid is None else sum(grid)  # H + W relative logits per query
+    rel_dims = 0 if size is None else sum(size)  # H + W relative logits per query
     if backend == "auto":
-        backend = _cpu_backend(q, v.shape[-1], extra) if q.device.type == "cpu" else "fused"
+        backend = _cpu_backend(q, v.shape[-1], rel_dims) if q.device.type == "cpu" else "fused"
     if backend == "native" and (reason := _native_usable(q)) is not None:
         raise ValueError(f"backend='native' cannot run here: {reason}; use 'auto', 'fused' or 'blocked'")
     if backend == "blocked":
-        return _blocked_attention(q, k, v, scale, rel_h, rel_w, grid)
+        return _blocked_attention(q, k, v, scale, rel_h, rel_w, size)
     if backend == "native":
-        return _native_attention(q, k, v, scale, rel_h, rel_w, grid)
+        return _native_attention(q, k, v, scale, rel_h, rel_w, size)
     if backend == "flex":
-        return _flex_attention(q, k, v, scale, rel_h, rel_w, grid)
-    if grid is None:
+        return _flex_attention(q, k, v, scale, rel_h, rel_w, size)
+    if size is None:
         return _fused_attention(q, k, v, scale)
-    lh, lw = relative_logits(q, rel_h, rel_w, grid)
+    lh, lw = relative_logits(q, rel_h, rel_w, size)
     # the zero columns that align the head are part of the same concatenation (one copy, not two)
-    pad = _fused_head(q.shape[-1] + extra, v.shape[-1]) - (q.shape[-1] + extra)
+    pad = _fused_head(q.shape[-1] + rel_dims, v.shape[-1]) - (q.shape[-1] + rel_dims)
     zeros = q.new_zeros(()).expand(*q.shape[:-1], pad)  # B, heads, N, pad (no memory)
     q_ext = torch.cat([q, lh, lw, zeros], dim=-1)  # B, heads, N, dkh + H + W + pad
-    key_pos = _key_positions(grid, k).expand(*k.shape[:2], -1, -1)  # B, heads, N, H + W
+    key_pos = _key_positions(size, k).expand(*k.shape[:2], -1, -1)  # B, heads, N, H + W
     k_ext = torch.cat([k, key_pos, zeros], dim=-1)  # B, heads, N, dkh + H + W + pad
     return _fused_attention(q_ext, k_ext, v, scale)
 
@@ -541,7 +542,7 @@ def swapped_linear_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     by ``dkh ** -0.5`` and then normalised the other way round:
     ``softmax_N(Q / sqrt(dkh)) (softmax_d(K / sqrt(dkh))^T V)``, each query *feature* a
     distribution over positions and each *key* a distribution over features. The implied map
-    ``softmax_N(Q) softmax_d(K)^T`` is no longer an attention map: its rows do not sum to 1 (all
+    ``softmax_N(Q) softmax_d(K)^T`` is not an attention map: its rows do not sum to 1 (all
     N rows together sum to N), so a query's output scales with how much of each feature's
     position distribution it holds. Shapes and cost as :func:`linear_attention`.
     """
@@ -556,30 +557,29 @@ def attention_weights(
     q: Tensor,
     k: Tensor,
     *,
-    kind: AttentionKind,
+    attention: AttentionKind,
     rel_h: Tensor | None = None,
     rel_w: Tensor | None = None,
     size: tuple[int, int] | None = None,
 ) -> Tensor:
     """The explicit ``(B, heads, N, N)`` attention map that a kernel applies.
 
-    ``softmax_attention(q, k, v, ...) == attention_weights(q, k, kind="softmax", ...) @ v`` and
-    ``linear_attention(q, k, v) == attention_weights(q, k, kind="linear") @ v`` (likewise
+    ``softmax_attention(q, k, v, ...) == attention_weights(q, k, attention="softmax", ...) @ v`` and
+    ``linear_attention(q, k, v) == attention_weights(q, k, attention="linear") @ v`` (likewise
     ``"linear_swapped"`` and :func:`swapped_linear_attention`). Quadratic in N: for
     visualisation, tests and the naive benchmark reference.
     """
     _check_qk(q, k)
-    if kind == "softmax":
-        grid = _check_relative(q, rel_h, rel_w, size)
+    check_choice("attention", attention, ATTENTION_KINDS)
+    if attention == "softmax":
+        size = _check_relative(q, rel_h, rel_w, size)
         logits = q @ k.transpose(-2, -1)  # B, heads, N, N
-        if grid is not None:
-            lh, lw = relative_logits(q, rel_h, rel_w, grid)
-            logits = logits.unflatten(-1, grid) + lh[..., :, None] + lw[..., None, :]  # B, heads, N, H, W
+        if size is not None:
+            lh, lw = relative_logits(q, rel_h, rel_w, size)
+            logits = logits.unflatten(-1, size) + lh[..., :, None] + lw[..., None, :]  # B, heads, N, H, W
             logits = logits.flatten(-2)  # B, heads, N, N
         return (logits * q.shape[-1] ** -0.5).softmax(dim=-1)
-    if kind in LINEAR_KINDS:
-        if rel_h is not None or rel_w is not None:
-            raise ValueError(f"kind={kind!r} takes no relative logits: linear attention has no N x N logits")
-        q_soft, k_soft = _linear_factors(q, k) if kind == "linear" else _swapped_factors(q, k)
-        return q_soft @ k_soft.transpose(-2, -1)  # B, heads, N, N
-    raise ValueError(f"kind must be one of {ATTENTION_KINDS}, got {kind!r}")
+    if rel_h is not None or rel_w is not None:
+        raise ValueError(f"attention={attention!r} takes no relative logits: linear attention has no N x N logits")
+    q_soft, k_soft = _linear_factors(q, k) if attention == "linear" else _swapped_factors(q, k)
+    return q_soft @ k_soft.transpose(-2, -1)  # B, heads, N, N

@@ -1,8 +1,10 @@
 """Argument checks shared by the whole package: one wording for each kind of bad value.
 
-Each check raises ``ValueError`` with one line that names the argument, the value it got and the
-values it allows, and returns the value it accepted, so a constructor can check and assign at once.
-Booleans are never accepted as ints (``True`` is an ``int`` in Python, but never a meant count).
+Each check raises ``ValueError`` with one line that names the argument, the values it allows and
+the value it got (``"heads must be a positive int, got 0"``), and returns the value it accepted,
+so a constructor can check and assign at once. Booleans are never accepted as ints (``True`` is an
+``int`` in Python, but never a meant count). ``note`` adds why the rule holds or what the bound
+depends on (``"for 16x16 images"``), after the allowed values.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
-__all__ = ["check_int", "check_choice", "int_pair"]
+__all__ = ["check_int", "check_choice", "check_arguments", "int_pair"]
 
 T = TypeVar("T")
 
@@ -19,7 +21,12 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def check_int(name: str, value: Any, low: int | None = 1, high: int | None = None, odd: bool = False) -> int:
+def _fail(name: str, allowed: str, value: Any, note: str) -> None:
+    raise ValueError(f"{name} must be {allowed}{' ' + note if note else ''}, got {value!r}")
+
+
+def check_int(name: str, value: Any, low: int | None = 1, high: int | None = None, *, odd: bool = False,
+              note: str = "") -> int:
     """``value`` if it is an int in ``[low, high]`` (either bound may be None: open), odd if asked."""
     ok = _is_int(value) and (low is None or value >= low) and (high is None or value <= high) and (not odd or value % 2)
     if not ok:
@@ -37,7 +44,7 @@ def check_int(name: str, value: Any, low: int | None = 1, high: int | None = Non
             allowed = "an int"
         if odd:
             allowed = allowed.replace("an int", "an odd int").replace("a positive int", "a positive odd int")
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+        _fail(name, allowed, value, note)
     return value
 
 
@@ -45,14 +52,22 @@ def int_pair(name: str, value: Any, low: int = 1) -> tuple[int, int]:
     """``(value, value)`` for one int, ``tuple(value)`` for two, each an int >= ``low``."""
     pair = (value, value) if _is_int(value) else tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else None
     if pair is None or len(pair) != 2 or not all(_is_int(v) and v >= low for v in pair):
-        what = "a positive int" if low == 1 else f"an int >= {low}"
-        raise ValueError(f"{name} must be {what} or a pair of them, got {value!r}")
+        _fail(name, ("a positive int" if low == 1 else f"an int >= {low}") + " or a pair of them", value, "")
     return pair  # type: ignore[return-value]
 
 
-def check_choice(name: str, value: T, allowed: Iterable[T]) -> T:
-    """``value`` if it is one of ``allowed``."""
+def check_choice(name: str, value: T, allowed: Iterable[T], *, note: str = "") -> T:
+    """``value`` if it is one of ``allowed`` (the message lists them as a tuple)."""
     options = tuple(allowed)
     if value not in options:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}, got {value!r}")
+        _fail(name, f"one of {options!r}", value, note)
     return value
+
+
+def check_arguments(what: str, given: Iterable[str], allowed: Iterable[str]) -> None:
+    """ValueError naming the keyword arguments in ``given`` that ``what`` (``"model 'wrn'"``) does not
+    take, and the ones it does."""
+    allowed = list(allowed)
+    unknown = [key for key in given if key not in allowed]
+    if unknown:
+        raise ValueError(f"{', '.join(map(repr, unknown))} not taken by {what}; allowed: {', '.join(allowed)}")

@@ -13,7 +13,7 @@ Papers:
 
 What is here:
 
-* :func:`measure` runs a resolution sweep through :func:`aalib.bench.attention.sweep` (one
+* :func:`measure` runs a resolution sweep through :func:`aalib.layer_cost.sweep` (one
   subprocess per case) and :func:`load_recorded` reads a file that ``python -m aalib.bench
   attention`` wrote; both give flat records (one per variant x impl x size).
 * The analytic cost model of one layer, per image, forward pass: :func:`attention_flops`,
@@ -24,7 +24,7 @@ What is here:
   head sizes (a side of ``sqrt(N*)`` pixels for a square map).
 * :func:`fit_power_law` / :func:`fit_slopes`: least-squares slopes of log time (memory) on log N;
   :func:`measured_crossover`: where the measured LAA and AA time curves cross, if they do.
-* :func:`seed_layers` / :func:`explain_seed`: the cost model applied to each attention layer of
+* :func:`repro_layers` / :func:`explain_repro`: the cost model applied to each attention layer of
   the reproduced study's models at their input size, to test "linear attention does more work at
   CIFAR size" layer by layer against the model's total FLOPs.
 * Figures (matplotlib, seaborn style): :func:`plot_resolution` and :func:`plot_cost_model`.
@@ -35,8 +35,8 @@ papers' complexity statements. Memory counts tensor elements per image (multiply
 bytes for fp32).
 
 Status: the FLOPs of relative logits assume a square map; :func:`layer_flops` covers stride-1
-layers (:func:`seed_layers` takes a strided layer's pooled attention map as its N); the measured curves
-are forward + backward of the whole layer (see :mod:`aalib.bench.attention`), the model is the
+layers (:func:`repro_layers` takes a strided layer's pooled attention map as its N); the measured curves
+are forward + backward of the whole layer (see :mod:`aalib.layer_cost`), the model is the
 forward pass of the attention alone, so compare slopes and crossovers, not absolute values.
 """
 
@@ -53,8 +53,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .bench import attention as bench
+from . import layer_cost
 from .io import atomic_write, write_json, write_png
+from .machine import machine_info
 from .models import attention_layers, build_model
 
 if TYPE_CHECKING:
@@ -62,38 +63,26 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RECORD_FIELDS",
-    "SEED_EPOCH_SECONDS",
     "PowerLaw",
     "Crossover",
     "measure",
-    "flatten_rows",
     "load_recorded",
-    "head_sizes",
     "attention_flops",
     "attention_memory",
     "layer_flops",
     "crossover_n",
-    "crossover_side",
     "analytic_crossover",
     "fit_power_law",
     "fit_slopes",
     "measured_crossover",
-    "seed_layers",
-    "explain_seed",
-    "format_table",
-    "write_records_csv",
+    "repro_layers",
+    "explain_repro",
     "write_results",
     "plot_resolution",
     "plot_cost_model",
 ]
 
 RECORD_FIELDS: tuple[str, ...] = ("variant", "attention", "position", "impl", "size", "n", "ms", "peak_mib", "note")
-
-# Seconds per training epoch the reproduced study printed (one run each, unrecorded GPU),, keyed by dataset then attention (None = plain Wide-ResNet).
-SEED_EPOCH_SECONDS: dict[str, dict[str | None, float]] = {
-    "cifar100": {None: 8.42, "softmax": 11.84, "linear": 12.61},
-    "tinyimagenet": {None: 57.4, "softmax": 124.1, "linear": 120.1},
-}
 
 
 # -- measurement ----------------------------------------------------------------------------
@@ -102,8 +91,8 @@ def flatten_rows(rows: Sequence[dict]) -> list[dict]:
     :data:`RECORD_FIELDS`; failed or skipped cases keep ``ms = peak_mib = nan`` and a ``note``."""
     records = []
     for row in rows:
-        spec = bench.VARIANTS[row["variant"]]
-        for impl in bench.IMPLS:
+        spec = layer_cost.VARIANTS[row["variant"]]
+        for impl in layer_cost.IMPLS:
             if impl not in row:
                 continue
             result = row[impl]
@@ -126,11 +115,11 @@ def measure(
     linear_sizes: Sequence[int],
     *,
     impls: Sequence[str] = ("ours",),
-    batch: int = bench.BATCH,
-    channels: int = bench.CHANNELS,
-    dk: int = bench.DK,
-    dv: int = bench.DV,
-    heads: int = bench.HEADS,
+    batch: int = layer_cost.BATCH,
+    channels: int = layer_cost.CHANNELS,
+    dk: int = layer_cost.DK,
+    dv: int = layer_cost.DV,
+    heads: int = layer_cost.HEADS,
     repeats: int = 3,
     device: str = "cpu",
     naive_max_gib: float = 3.0,
@@ -140,25 +129,25 @@ def measure(
     """Sweep AA (relative, no position) over ``sizes`` and LAA over ``linear_sizes``.
 
     Each case is forward + backward of one ``channels -> channels`` 3x3 layer on a
-    ``(batch, channels, size, size)`` input, in a fresh subprocess (see :mod:`aalib.bench.attention`).
+    ``(batch, channels, size, size)`` input, in a fresh subprocess (see :mod:`aalib.layer_cost`).
     Returns ``(records, setting)``: flat records (:func:`flatten_rows`) and the setting as the
     bench's JSON file records it, so measured and recorded sweeps are handled alike.
     """
     from tqdm.auto import tqdm
 
-    plan = bench.sweep_plan(sizes, linear_sizes, bench.LAYER_VARIANTS)
-    naive_cases = sum(bench.naive_map_bytes(size, batch, heads) <= naive_max_gib * 2**30 for _, size in plan)
+    plan = layer_cost.sweep_plan(sizes, linear_sizes, layer_cost.LAYER_VARIANTS)
+    naive_cases = sum(layer_cost.naive_map_bytes(size, batch, heads) <= naive_max_gib * 2**30 for _, size in plan)
     total = len(plan) * ("ours" in impls) + naive_cases * ("naive" in impls)
     with tqdm(total=total, desc="attention cases", disable=not progress) as bar:
         def advance(variant: str, size: int, impl: str, result: dict) -> None:
             bar.set_postfix_str(f"{variant} {size}^2 {impl}")
             bar.update()
 
-        rows = bench.sweep(sizes, linear_sizes, variants=bench.LAYER_VARIANTS, impls=impls, device=device,
+        rows = layer_cost.sweep(sizes, linear_sizes, variants=layer_cost.LAYER_VARIANTS, impls=impls, device=device,
                            repeats=repeats, batch=batch, channels=channels, dk=dk, dv=dv, heads=heads,
                            naive_max_gib=naive_max_gib, timeout=timeout, on_case=advance)
     setting = {"batch": batch, "channels": channels, "dk": dk, "dv": dv, "heads": heads, "kernel_size": 3,
-               "device": device, "repeats": repeats, "machine": bench.machine_info()}
+               "device": device, "repeats": repeats, "machine": machine_info(device)}
     return flatten_rows(rows), setting
 
 
@@ -405,9 +394,9 @@ def _module_flops(model: nn.Module, input_size: int) -> float:
     return total
 
 
-def seed_layers(model_name: str = "seed_wrn", input_size: int = 32) -> tuple[list[dict], dict[str, float]]:
-    """The cost model on every attention layer of a reproduced-study model (``seed_wrn``,
-    ``seed_simple_cnn``) at ``input_size``.
+def repro_layers(model_name: str = "repro_wrn", input_size: int = 32) -> tuple[list[dict], dict[str, float]]:
+    """The cost model on every attention layer of a reproduced-study model (``repro_wrn``,
+    ``repro_simple_cnn``) at ``input_size``.
 
     Returns ``(layers, totals)``. Each layer row: name, channels, ``dk, dv, heads, dkh, dvh``, the
     attention map ``H x W`` and ``N``, the crossover ``n_star``/``side_star``, ``below_crossover``
@@ -443,17 +432,17 @@ def seed_layers(model_name: str = "seed_wrn", input_size: int = 32) -> tuple[lis
     return rows, totals
 
 
-def explain_seed(
-    model_name: str = "seed_wrn", input_size: int = 32, epoch_seconds: dict[str | None, float] | None = None
+def explain_repro(
+    model_name: str = "repro_wrn", input_size: int = 32, epoch_seconds: dict[str | None, float] | None = None
 ) -> tuple[str, list[dict]]:
     """Why linear attention need not be faster at small maps, in numbers: per layer ``N`` against
-    ``N*`` (:func:`seed_layers`), the attention FLOPs of both forms, and what they are worth in the
-    whole model's FLOPs; with ``epoch_seconds`` (e.g. ``SEED_EPOCH_SECONDS["cifar100"]``) the
+    ``N*`` (:func:`repro_layers`), the attention FLOPs of both forms, and what they are worth in the
+    whole model's FLOPs; with ``epoch_seconds`` (e.g. ``aalib.models.repro.study_epoch_seconds("cifar100")``) the
     study's measured LAA/AA time ratio beside the ratio the FLOP model predicts.
 
     Returns ``(text, layers)``: a short summary built from the numbers and the per-layer rows.
     """
-    layers, totals = seed_layers(model_name, input_size)
+    layers, totals = repro_layers(model_name, input_size)
     below = [r for r in layers if r["below_crossover"]]
     above = [r for r in layers if not r["below_crossover"]]
 
@@ -479,23 +468,7 @@ def explain_seed(
     return "\n".join(lines), layers
 
 
-# -- tables and files --------------------------------------------------------------------------
-def format_table(rows: Sequence[dict], columns: Sequence[str] | None = None, floatfmt: str = ".3g") -> str:
-    """A plain-text table of ``rows`` (dicts) for printing; floats formatted with ``floatfmt``."""
-    if not rows:
-        return "(no rows)"
-    columns = list(rows[0]) if columns is None else list(columns)
-
-    def cell(value: Any) -> str:
-        return format(value, floatfmt) if isinstance(value, float) else str(value)
-
-    cells = [[cell(row.get(col, "")) for col in columns] for row in rows]
-    widths = [max(len(col), *(len(r[i]) for r in cells)) for i, col in enumerate(columns)]
-    header = "  ".join(col.rjust(w) for col, w in zip(columns, widths))
-    body = ["  ".join(value.rjust(w) for value, w in zip(r, widths)) for r in cells]
-    return "\n".join([header, "-" * len(header), *body])
-
-
+# -- files ----------------------------------------------------------------------------------
 def write_records_csv(path: str | Path, records: Sequence[dict]) -> None:
     """The flat records as CSV (columns :data:`RECORD_FIELDS`), written atomically."""
     def write(handle: Any) -> None:
@@ -562,7 +535,7 @@ def plot_resolution(
 
     if metric not in _METRIC_LABELS:
         raise ValueError(f"metric must be one of {list(_METRIC_LABELS)}, got {metric!r}")
-    palette = dict(zip(bench.VARIANTS, sns.color_palette("deep", len(bench.VARIANTS))))
+    palette = dict(zip(layer_cost.VARIANTS, sns.color_palette("deep", len(layer_cost.VARIANTS))))
     with matplotlib.rc_context({**sns.axes_style("whitegrid"), **sns.plotting_context("notebook")}):
         fig = Figure(figsize=(7.5, 5), layout="tight")
         ax = fig.subplots()

@@ -31,10 +31,9 @@ __all__ = [
     "ConfigError",
     "SCHEDULES",
     "TrainConfig",
-    "apply_overrides",
     "config_diff",
     "config_from_dict",
-    "parse_override",
+    "read_config",
     "read_params",
     "check_config",
     "RESUME_NEUTRAL_KEYS",
@@ -64,7 +63,7 @@ class TrainConfig:
     eval_batch_size: int = 500  # batch for validation and test (no gradients, so larger)
     lr: float = 0.1  # peak learning rate of SGD
     momentum: float = 0.9  # SGD momentum
-    nesterov: bool = True  # Nesterov momentum (Z&K and the seed both use it)
+    nesterov: bool = True  # Nesterov momentum (Z&K and the study both use it)
     weight_decay: float = 5e-4  # L2 penalty through SGD's weight_decay (all parameters)
     schedule: str = "multistep"  # "cosine" (per step), "multistep" (per epoch) or "constant"
     milestones: list[int] = field(default_factory=lambda: [60, 120, 160])  # multistep: epochs where lr is multiplied by gamma
@@ -271,6 +270,15 @@ def read_params(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of config keys, got {type(raw).__name__}")
     return apply_overrides(raw, overrides)
+
+
+def read_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read ``path`` (YAML; None for the defaults) with ``overrides`` into a type-checked config.
+
+    Values are checked where the config is used (:func:`aalib.train.train` checks it before any
+    work) or at once by :func:`aalib.experiment.load_config`.
+    """
+    return config_from_dict(read_params(path, overrides), "config" if path is None else str(path))
 
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")

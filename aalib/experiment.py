@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from . import data, models
-from .config import ConfigError, TrainConfig, check_config, config_from_dict, read_params
+from .config import ConfigError, TrainConfig, check_config, read_config
 
 __all__ = ["load_config", "validate_config", "load_dataset", "build_model_for"]
 
@@ -31,7 +31,8 @@ def validate_config(config: TrainConfig, where: str = "config") -> None:
     names and arguments; raises ConfigError with one line naming ``where``."""
     check_config(config, where)
     for what, name, arguments, registered, check in (
-        ("model", config.model, config.model_args, models.list_models(), models.check_model_arguments),
+        ("model", models.canonical_model_name(config.model), config.model_args, models.list_models(),
+         models.check_model_arguments),
         ("dataset", config.dataset, config.dataset_args, data.list_datasets(), data.check_dataset_arguments),
     ):
         if name not in registered:
@@ -44,9 +45,8 @@ def validate_config(config: TrainConfig, where: str = "config") -> None:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Read ``path`` (YAML; None for the defaults), apply ``overrides``, type-check and validate."""
-    where = "config" if path is None else str(path)
-    config = config_from_dict(read_params(path, overrides), where)
-    validate_config(config, where)
+    config = read_config(path, overrides)
+    validate_config(config, "config" if path is None else str(path))
     return config
 
 

@@ -38,30 +38,41 @@ from .attention import (
     softmax_attention,
     swapped_linear_attention,
 )
+from .checks import check_choice, check_int, int_pair
 
-__all__ = ["AugmentedConv2d", "POSITIONS", "sincos_position_encoding"]
+__all__ = ["AugmentedConv2d", "POSITIONS", "attention_channels", "output_size", "sincos_position_encoding"]
 
 POSITIONS: tuple[str, ...] = ("relative", "sincos", "learned", "none")
 
 
-def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v >= 1 for v in pair):
-        raise ValueError(f"{name} must be a positive int or a pair of them, got {value!r}")
-    return pair  # type: ignore[return-value]
+def attention_channels(value: int | float, out_channels: int, heads: int, name: str = "dk") -> int:
+    """Channels of an AA-conv's ``dk`` or ``dv`` (``name``) for a layer of ``out_channels`` outputs.
 
-
-def _channels(value: int | float, out_channels: int, name: str) -> int:
-    """An int is a channel count; a float in (0, 1] is a fraction of out_channels (kappa, upsilon)."""
+    An int is a channel count, taken as is (:class:`AugmentedConv2d` then requires ``heads`` to
+    divide it). A float in (0, 1] is a fraction of ``out_channels``, Bello et al.'s
+    ``kappa = dk / Fout`` and ``upsilon = dv / Fout`` (Sec. 4), rounded to the nearest multiple of
+    ``heads`` so that the heads split it evenly: at least one channel per head, and no more than
+    ``out_channels`` where a multiple of ``heads`` fits. ``AugmentedConv2d(100, 100, dk=0.2,
+    dv=0.1, heads=8)`` has ``dk = 16`` and ``dv = 8``, as every augmented layer of
+    :func:`aalib.models.wrn` with the same fractions does.
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be an int (channels) or a float in (0, 1], got {value!r}")
     if isinstance(value, float):
         if not 0.0 < value <= 1.0:
             raise ValueError(f"{name}={value} as a fraction of out_channels must lie in (0, 1]")
-        return max(1, round(value * out_channels))
+        per_head = max(1, round(value * out_channels / heads))
+        return heads * min(per_head, max(1, out_channels // heads))
     if value < 1:
         raise ValueError(f"{name}={value} channels must be >= 1")
     return value
+
+
+def output_size(size: tuple[int, int], stride: int) -> tuple[int, int]:
+    """``(ceil(H / stride), ceil(W / stride))``: the map an AA-conv with ``stride`` gives for an
+    ``(H, W)`` input, as does its convolution branch (odd kernel, 'same' padding) and the
+    ceil-mode average pool its attention branch attends over."""
+    return -(-size[0] // stride), -(-size[1] // stride)
 
 
 def sincos_position_encoding(channels: int, height: int, width: int) -> Tensor:
@@ -91,9 +102,10 @@ class AugmentedConv2d(nn.Module):
         in_channels: input channels ``Fin``.
         out_channels: output channels ``Fout``; the convolution gives ``Fout - dv`` of them.
         kernel_size: odd size of the convolution branch's kernel ('same' padding).
-        dk: key/query depth; an int, or a float in (0, 1] as a fraction of ``out_channels`` (kappa).
+        dk: key/query depth; an int, or a float in (0, 1] as a fraction of ``out_channels`` (kappa),
+            rounded to a multiple of ``heads`` (:func:`attention_channels`).
         dv: value depth = attention output channels; int or fraction (upsilon); at most ``Fout``.
-        heads: number of heads ``Nh``; must divide ``dk`` and ``dv``.
+        heads: number of heads ``Nh``; must divide ``dk`` and ``dv`` when they are ints.
         attention: ``"softmax"`` (AA-conv), ``"linear"`` (LAA-conv, Shen et al.), or
             ``"linear_swapped"``: the reproduced study's LAA with its softmax axes swapped
             (:func:`aalib.attention.swapped_linear_attention`), a defect kept for ablations.
@@ -128,23 +140,18 @@ class AugmentedConv2d(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("heads", heads), ("stride", stride)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd int ('same' padding), got {kernel_size!r}")
-        if attention not in ATTENTION_KINDS:
-            raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {attention!r}")
-        if position not in POSITIONS:
-            raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+            check_int(name, value)
+        check_int("kernel_size", kernel_size, odd=True, note="('same' padding)")
+        check_choice("attention", attention, ATTENTION_KINDS)
+        check_choice("position", position, POSITIONS)
+        check_choice("backend", backend, BACKENDS)
         if attention in LINEAR_KINDS and position == "relative":
             raise ValueError(
                 f"position='relative' needs attention='softmax', got attention={attention!r}: linear attention never forms the "
                 "N x N logits that relative logits are added to; use position='sincos', 'learned' or 'none'"
             )
-        self.dk = _channels(dk, out_channels, "dk")
-        self.dv = _channels(dv, out_channels, "dv")
+        self.dk = attention_channels(dk, out_channels, heads, "dk")
+        self.dv = attention_channels(dv, out_channels, heads, "dv")
         if self.dv > out_channels:
             raise ValueError(f"dv={self.dv} exceeds out_channels={out_channels}: the attention branch gives dv of them")
         if self.dk % heads or self.dv % heads:
@@ -157,7 +164,7 @@ class AugmentedConv2d(nn.Module):
         self.position = position
         self.backend = backend
         self.stride = stride
-        self.extent = _pair(extent, "extent")
+        self.extent = int_pair("extent", extent)
         self.dim_head_qk = self.dk // heads
         self.dim_head_v = self.dv // heads
 
@@ -230,16 +237,16 @@ class AugmentedConv2d(nn.Module):
         q = q.reshape(batch, self.heads, self.dim_head_qk, height * width).transpose(-2, -1)  # B, heads, N, dkh
         k = k.reshape(batch, self.heads, self.dim_head_qk, height * width).transpose(-2, -1)  # B, heads, N, dkh
         v = v.reshape(batch, self.heads, self.dim_head_v, height * width).transpose(-2, -1)  # B, heads, N, dvh
-        extra = {}
+        relative = {}
         if self.position == "relative":
             rel_h, rel_w = self._relative_tables(height, width)
-            extra = {"rel_h": rel_h, "rel_w": rel_w, "size": (height, width)}
-        return q, k, v, extra
+            relative = {"rel_h": rel_h, "rel_w": rel_w, "size": (height, width)}
+        return q, k, v, relative
 
-    def _attend(self, q: Tensor, k: Tensor, v: Tensor, extra: dict) -> Tensor:
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, relative: dict) -> Tensor:
         """The attention kernel: (B, heads, N, d) inputs to (B, heads, N, dvh)."""
         if self.attention == "softmax":
-            return softmax_attention(q, k, v, **extra, backend=self.backend)
+            return softmax_attention(q, k, v, **relative, backend=self.backend)
         if self.attention == "linear":
             return linear_attention(q, k, v)
         return swapped_linear_attention(q, k, v)
@@ -252,9 +259,9 @@ class AugmentedConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
-        q, k, v, extra = self._attention_inputs(x)
-        out = self._attend(q, k, v, extra)  # B, heads, N, dvh
-        height, width = -(-x.shape[-2] // self.stride), -(-x.shape[-1] // self.stride)
+        q, k, v, relative = self._attention_inputs(x)
+        out = self._attend(q, k, v, relative)  # B, heads, N, dvh
+        height, width = output_size(x.shape[-2:], self.stride)
         out = out.transpose(-2, -1).reshape(x.shape[0], self.dv, height, width)  # B, dv, H', W'
         out = self.proj(out)
         return out if self.conv is None else torch.cat([self.conv(x), out], dim=1)
@@ -267,8 +274,8 @@ class AugmentedConv2d(nn.Module):
         built from the same q, k and position terms as :meth:`forward`.
         """
         self._check_input(x)
-        q, k, _, extra = self._attention_inputs(x)
-        return attention_weights(q, k, kind=self.attention, **extra)
+        q, k, _, relative = self._attention_inputs(x)
+        return attention_weights(q, k, attention=self.attention, **relative)
 
     @torch.no_grad()
     def context_maps(self, x: Tensor) -> Tensor:
@@ -281,6 +288,6 @@ class AugmentedConv2d(nn.Module):
             raise ValueError(f"context_maps needs attention='linear', this layer has attention={self.attention!r}")
         self._check_input(x)
         _, k, _, _ = self._attention_inputs(x)
-        height, width = -(-x.shape[-2] // self.stride), -(-x.shape[-1] // self.stride)
+        height, width = output_size(x.shape[-2:], self.stride)
         templates = k.softmax(dim=-2).transpose(-2, -1)  # B, heads, dkh, N
         return templates.reshape(*templates.shape[:3], height, width)  # B, heads, dkh, H', W'

@@ -26,7 +26,7 @@ try:
 except ImportError:  # pragma: no cover (Windows)
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["HELD_BY_PARENT", "LOCK_NAME", "RunFolderBusy", "RunLock", "held"]
+__all__ = ["HELD_BY_PARENT", "RunFolderBusy", "RunLock", "held"]
 
 LOCK_NAME = ".lock"
 HELD_BY_PARENT = "AALIB_RUN_FOLDER_HELD"  # a run folder the parent process holds the lock of

@@ -1,16 +1,22 @@
-"""What machine a result came from: the CPU's model name, as the operating system reports it.
+"""What machine a result came from, and waiting for its device.
 
 Runs are bit-exact on one machine, not across CPUs (another CPU's rounding sends training down
-another path), so every results file records the CPU it was made on.
+another path), so every results file records the machine it was made on: :func:`machine_info` is
+the ``"machine"`` record of the benchmarks' files, :func:`device_name` what a run's summary names.
+CUDA kernels run asynchronously, so a timer must :func:`synchronize` with the device first.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
+from typing import Any
 
-__all__ = ["cpu_name"]
+import torch
+
+__all__ = ["cpu_name", "device_name", "machine_info", "synchronize"]
 
 
 def cpu_name() -> str:
@@ -31,3 +37,44 @@ def cpu_name() -> str:
         except (OSError, subprocess.SubprocessError):
             pass
     return platform.processor() or platform.machine()
+
+
+def device_name(device: str | torch.device) -> str:
+    """The processor ``device`` runs on: the GPU's name for a CUDA device (where CUDA is available),
+    else the CPU's model name."""
+    device = torch.device(device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" and torch.cuda.is_available() else cpu_name()
+
+
+def machine_info(device: str | torch.device = "cpu") -> dict[str, Any]:
+    """What a measurement on ``device`` depends on: the ``"machine"`` record of a results file.
+
+    Keys: ``torch``, ``python``, ``platform``, ``device``, ``device_name`` (:func:`device_name`),
+    ``cpu`` (the CPU's model name), ``cpu_count``, ``threads`` (torch's intra-op threads),
+    ``loadavg_1_5_15`` where the system reports it (other work on the machine skews CPU timings),
+    and on a machine with a CUDA device ``gpu``, ``cuda`` and ``cudnn``.
+    """
+    info: dict[str, Any] = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "device_name": device_name(device),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+    }
+    if hasattr(os, "getloadavg"):
+        info["loadavg_1_5_15"] = list(os.getloadavg())
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
+        info["cudnn"] = torch.backends.cudnn.version()
+    return info
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait until the work queued on ``device`` has run (CUDA); on the CPU, return at once."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

@@ -5,18 +5,18 @@ gives one row per (dataset, experiment): test top-1 as mean ± standard deviatio
 value of every seed, for the long-range task how many seeds solved it with the exact 95 %
 interval, top-5 where a task has more than five classes, seconds per epoch, peak memory and
 parameters, and the reproduced study's published numbers for the datasets it reported
-(:data:`SEED_PUBLISHED`); columns that no row fills are left out. :func:`study_verdict` says
-in words what the runs show, over seeds (:mod:`aalib.verdict`): on the long-range task how many
-seeds solved it, on image datasets whether the reproduced study's two conclusions hold. The figure builders
-return matplotlib figures and each has a one-sentence caption computed from the numbers it shows
-(:func:`captions`); :func:`write_report` saves the tables as CSV and the figures as PNG.
-``notebooks/report.ipynb`` and ``aalib report`` use this module.
+(:func:`aalib.models.repro.study_result`); columns that no row fills are left out.
+:func:`study_verdict` says in words what the runs show, over seeds (:mod:`aalib.verdict`): on the
+long-range task how many seeds solved it, on image datasets whether the reproduced study's two
+conclusions hold. The figure builders return matplotlib figures and each has a one-sentence caption
+computed from the numbers it shows (:func:`captions`); :func:`write_report` reads and judges the
+runs once and saves the tables as CSV, the figures as PNG and the terminal summary
+(:func:`summary_text`) as ``summary.txt``. The report notebook and ``aalib report`` use this module.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 from pathlib import Path
 from typing import Any
@@ -26,16 +26,18 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from .analysis.long_range import diagnose
+from .attention import ATTENTION_KINDS
 from .config import TrainConfig
-from .data import additive_ceiling, long_range
+from .data import LongRangeTask, additive_ceiling
 from .io import atomic_write, write_png
+from .models import canonical_model_name
+from .models.repro import study_name, study_result
 from .runs import Damaged, Run, scan_runs
 from .stats import spread
-from .verdict import SOLVED_TOP1, comparisons, long_range_verdicts
+from .verdict import NO_ATTENTION, SOLVED_TOP1, ModelVerdict, comparisons, long_range_verdicts
 
 __all__ = [
     "PAPER_REFERENCES",
-    "SEED_PUBLISHED",
     "accuracy_vs_parameters_figure",
     "accuracy_vs_time_figure",
     "ablation_figure",
@@ -43,33 +45,16 @@ __all__ = [
     "collect",
     "dataset_tables",
     "learning_curves_figure",
-    "model_label",
     "references",
+    "require_runs",
     "run_row",
     "seed_points_figure",
     "study_verdict",
     "summarize",
+    "summary_text",
     "unfinished",
     "write_report",
 ]
-
-# The reproduced study (Roy & Meghal 2024), last-epoch numbers of one run each:
-# (dataset, model) -> (top-1 %, top-5 %, seconds per training epoch on an unrecorded GPU).
-SEED_PUBLISHED: dict[tuple[str, str], tuple[float, float, float | None]] = {
-    ("cifar100", "Wide-ResNet"): (57.11, 84.33, 8.42),
-    ("cifar100", "Wide-AAResNet"): (52.91, 80.31, 11.84),
-    ("cifar100", "Wide-LAAResNet"): (55.32, 82.95, 12.61),
-    ("cifar100", "Simple-CNN"): (37.74, 67.94, 2.43),
-    ("cifar100", "Simple-AACNN"): (41.19, 71.51, 4.07),
-    ("cifar100", "Simple-LAACNN"): (36.88, 67.81, 3.87),
-    # the study's LAA layers had the swapped softmax axes: its LAA numbers were measured on that layer
-    ("cifar100", "Simple-LAACNN (swapped axes)"): (36.88, 67.81, 3.87),
-    ("cifar100", "Wide-LAAResNet (swapped axes)"): (55.32, 82.95, 12.61),
-    ("tiny_imagenet", "Wide-LAAResNet (swapped axes)"): (43.51, 70.52, 120.1),
-    ("tiny_imagenet", "Wide-ResNet"): (42.39, 69.61, 57.4),
-    ("tiny_imagenet", "Wide-AAResNet"): (42.18, 68.44, 124.1),
-    ("tiny_imagenet", "Wide-LAAResNet"): (43.51, 70.52, 120.1),
-}
 
 # Published reference numbers (papers, dataset maintainers): (dataset, model, source, top-1, top-5, parameters).
 PAPER_REFERENCES: list[dict[str, Any]] = [
@@ -91,23 +76,18 @@ PAPER_REFERENCES: list[dict[str, Any]] = [
                           ("ResNet18", 94.9), ("WRN-28-10", 95.9), ("human", 83.5))),
 ]
 
-_SHALLOW = {None: "Simple-CNN", "softmax": "Simple-AACNN", "linear": "Simple-LAACNN",
-            "linear_swapped": "Simple-LAACNN (swapped axes)"}
-_WIDE = {None: "Wide-ResNet", "softmax": "Wide-AAResNet", "linear": "Wide-LAAResNet",
-         "linear_swapped": "Wide-LAAResNet (swapped axes)"}
-_LONG_RANGE_COLOURS = inspect.signature(long_range).parameters["colours"].default
+_WRN_PREFIX = {None: "", "softmax": "AA-", "linear": "LAA-", "linear_swapped": "LAA(swapped)-"}
 
 
 def model_label(config: TrainConfig) -> str:
     """The study's name for a run's model: Simple-AACNN, Wide-LAAResNet, AA-WRN-28-10, ..."""
     attention = config.model_args.get("attention")
-    if config.model == "seed_simple_cnn":
-        return _SHALLOW.get(attention, f"Simple-CNN ({attention})")
-    if config.model == "seed_wrn":
-        return _WIDE.get(attention, f"Wide-ResNet ({attention})")
+    model = canonical_model_name(config.model)
+    if model in ("repro_simple_cnn", "repro_wrn"):
+        return study_name(model, attention)
     if config.model == "wrn":
         depth, width = config.model_args.get("depth", 28), config.model_args.get("width", 10)
-        prefix = {None: "", "softmax": "AA-", "linear": "LAA-", "linear_swapped": "LAA(swapped)-"}.get(attention, f"{attention}-")
+        prefix = _WRN_PREFIX.get(attention, f"{attention}-")
         return f"{prefix}WRN-{depth}-{width}"
     return config.model if attention is None else f"{config.model} ({attention})"
 
@@ -139,7 +119,7 @@ def run_row(run: Run) -> dict[str, Any]:
         "model": _label(run.config),
         "architecture": model_label(_unswapped(run.config)),
         "network": run.config.model,
-        "attention": run.config.model_args.get("attention") or "none",
+        "attention": run.config.model_args.get("attention") or NO_ATTENTION,
         "labelled": bool(run.config.label),
         "seed": run.config.seed,
         "status": run.status,
@@ -153,15 +133,31 @@ def run_row(run: Run) -> dict[str, Any]:
         "peak_mem_mb": metrics["peak_mem_mb"].max() if len(metrics) else math.nan,
         "parameters": run.summary.get("parameters"),
         "num_classes": run.summary.get("num_classes"),
-        "colours": run.config.dataset_args.get("colours", _LONG_RANGE_COLOURS) if run.config.dataset == "long_range" else None,
+        "colours": _colours(run.config),
         "cpu": (run.summary.get("environment") or {}).get("device_name"),
         "path": str(run.path),
     }
 
 
+def _colours(config: TrainConfig) -> int | None:
+    """The mark colours of a long-range run's task (None for another dataset)."""
+    return LongRangeTask.from_arguments(config.dataset_args).colours if config.dataset == "long_range" else None
+
+
 _ROW_COLUMNS = ("experiment", "dataset", "model", "architecture", "network", "attention", "labelled", "seed", "status", "epochs", "top1", "top5",
                 "test_images", "val_top1_best", "s_per_epoch", "train_seconds", "peak_mem_mb", "parameters",
                 "num_classes", "colours", "cpu", "path")
+
+
+def _no_runs(runs_dir: str | Path) -> FileNotFoundError:
+    return FileNotFoundError(f"no runs under '{runs_dir}' (a run folder holds summary.json; see `aalib run`)")
+
+
+def require_runs(runs_dir: str | Path) -> None:
+    """FileNotFoundError naming ``runs_dir`` unless a folder under it holds a ``summary.json`` (a
+    run folder, readable or damaged); reads none of them."""
+    if next(Path(runs_dir).rglob("summary.json"), None) is None:
+        raise _no_runs(runs_dir)
 
 
 def collect(runs_dir: str | Path, runs: list[Run] | None = None, damaged: list[Damaged] | None = None) -> pd.DataFrame:
@@ -171,7 +167,7 @@ def collect(runs_dir: str | Path, runs: list[Run] | None = None, damaged: list[D
     if runs is None:
         runs, damaged = scan_runs(runs_dir)
     if not runs and not damaged:
-        raise FileNotFoundError(f"no runs under '{runs_dir}' (a run folder holds summary.json; see `aalib run`)")
+        raise _no_runs(runs_dir)
     return pd.DataFrame([run_row(run) for run in runs], columns=list(_ROW_COLUMNS))
 
 
@@ -188,15 +184,21 @@ def _seed_values(group: pd.DataFrame, column: str) -> str:
     return ", ".join(f"{int(seed)}: {value:.2f}" for seed, value in zip(done["seed"], done[column])) or "-"
 
 
-def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+# the study's names of its models (Simple-AACNN, ...) -> (model, attention)
+_STUDY_MODELS = {study_name(model, kind): (model, kind) for model in ("repro_simple_cnn", "repro_wrn")
+                 for kind in (None, *ATTENTION_KINDS)}
+
+
+def summarize(runs: pd.DataFrame, verdicts: list[ModelVerdict] | None = None) -> pd.DataFrame:
     """One row per (dataset, model) over its seeds (see the module docstring); columns no row
-    fills are left out. Values are display strings; ``runs.csv`` keeps the numbers."""
-    verdicts = {v.model: v for v in long_range_verdicts(runs)}
+    fills are left out. Values are display strings; ``runs.csv`` keeps the numbers.
+    ``verdicts``: :func:`aalib.verdict.long_range_verdicts` of ``runs`` if already judged."""
+    verdicts = {v.model: v for v in (long_range_verdicts(runs) if verdicts is None else verdicts)}
     rows = []
     if runs.empty:
         return pd.DataFrame(columns=["dataset", "model", "seeds", "finished"])
     for (dataset, model), group in runs.groupby(["dataset", "model"], sort=True):
-        published = SEED_PUBLISHED.get((dataset, model))
+        published = study_result(dataset, *_STUDY_MODELS[model]) if model in _STUDY_MODELS else None
         top1 = spread(group["top1"])
         many_classes = group["num_classes"].iloc[0] > 5  # top-5 says nothing on a task of five classes or fewer
         verdict = verdicts.get(model) if dataset == "long_range" else None
@@ -213,9 +215,9 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
             "s/epoch": str(spread(group["s_per_epoch"])),
             "peak MiB": f"{group['peak_mem_mb'].max():.0f}" if group["peak_mem_mb"].notna().any() else "-",
             "parameters": f"{int(group['parameters'].iloc[0]):,}",
-            "seed study top1": published[0] if published else "-",
-            "seed study top5": published[1] if published else "-",
-            "seed study s/epoch": published[2] if published and published[2] is not None else "-",
+            "study top1": published.top1 if published else "-",
+            "study top5": published.top5 if published else "-",
+            "study s/epoch": published.epoch_seconds if published else "-",
         })
     return _drop_empty(pd.DataFrame(rows))
 
@@ -239,14 +241,14 @@ def references(datasets: list[str]) -> pd.DataFrame:
                         columns=["dataset", "model", "source", "top1", "top5", "parameters"])
 
 
-def study_verdict(runs: pd.DataFrame) -> list[str]:
+def study_verdict(runs: pd.DataFrame, verdicts: list[ModelVerdict] | None = None) -> list[str]:
     """What the runs show, in sentences over seeds: per model on the long-range task how many
     seeds solved it, with the 95 % interval, and where the others stopped
-    (:meth:`aalib.verdict.ModelVerdict.sentence`); then on each image dataset each of the
-    reproduced study's conclusions tested by seed-paired differences
+    (:meth:`aalib.verdict.ModelVerdict.sentence`; ``verdicts`` if already judged); then on each
+    image dataset each of the reproduced study's conclusions tested by seed-paired differences
     (:meth:`aalib.verdict.Comparison.sentence`)."""
-    return ([verdict.sentence() for verdict in long_range_verdicts(runs)]
-            + [comparison.sentence() for comparison in comparisons(runs)])
+    verdicts = long_range_verdicts(runs) if verdicts is None else verdicts
+    return [verdict.sentence() for verdict in verdicts] + [comparison.sentence() for comparison in comparisons(runs)]
 
 
 def learning_curves_figure(runs: list[Run]) -> Figure:
@@ -256,7 +258,7 @@ def learning_curves_figure(runs: list[Run]) -> Figure:
         if run.metrics:
             frame = pd.DataFrame(run.metrics)
             frame["model"], frame["dataset"], frame["seed"] = _label(run.config), run.config.dataset, run.config.seed
-            frame["colours"] = run.config.dataset_args.get("colours", _LONG_RANGE_COLOURS)
+            frame["colours"] = _colours(run.config)
             frames.append(frame)
     data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["epoch", "val_top1", "train_loss", "model", "dataset", "seed"])
     datasets = sorted(data["dataset"].unique()) or ["(none)"]
@@ -427,15 +429,37 @@ def _markdown_table(table: pd.DataFrame) -> str:
     return "\n".join("| " + " | ".join(cells) + " |" for cells in [header, ["---"] * len(header), *rows])
 
 
+_TERMINAL_COLUMNS = ("seeds", "finished", "top1", "top1 median", "top1 per seed", "solved", "top5")
+
+
+def summary_text(tables: dict[str, pd.DataFrame], verdict: list[str], waiting: pd.DataFrame,
+                 damaged: list[Damaged]) -> str:
+    """The report for a terminal: each dataset's table (:func:`dataset_tables`, the study's columns),
+    the verdict, the unfinished runs (:func:`unfinished`) and the damaged folders."""
+    shown = [f"{dataset}:\n{table[[c for c in _TERMINAL_COLUMNS if c in table]].to_string()}"
+             for dataset, table in tables.items()]
+    return "\n".join([
+        *shown,
+        "",
+        *verdict,
+        "",
+        *([f"{len(waiting)} unfinished run(s), left out of the verdict: "
+           + ", ".join(f"{row.experiment} seed {row.seed} ({row.status})" for row in waiting.itertuples())] if len(waiting) else []),
+        *([f"skipped {len(damaged)} damaged run folder(s):"] + [f"  {d.path}: {d.reason}" for d in damaged] if damaged else []),
+    ])
+
+
 def write_report(runs_dir: str | Path, output_dir: str | Path) -> dict[str, Any]:
     """Tables (CSV) and figures (PNG) of every run under ``runs_dir``, written into ``output_dir``;
     with long-range runs whose seeds disagree, the diagnosis of the failed seeds too
     (:func:`aalib.analysis.long_range.diagnose`). Damaged run folders are left out of every table
-    and figure and listed (``damaged.csv``) with the reason; unfinished runs are listed apart."""
+    and figure and listed (``damaged.csv``) with the reason; unfinished runs are listed apart.
+    The runs are read and judged once; ``summary.txt`` holds :func:`summary_text`."""
     output_dir = Path(output_dir)
     found, damaged = scan_runs(runs_dir)
     runs = collect(runs_dir, found, damaged)
-    summary = summarize(runs)
+    verdicts = long_range_verdicts(runs)
+    summary = summarize(runs, verdicts)
     broken = pd.DataFrame([{"path": str(d.path), "reason": d.reason} for d in damaged], columns=["path", "reason"])
     figures = {
         "seed_points": seed_points_figure(runs),
@@ -449,7 +473,7 @@ def write_report(runs_dir: str | Path, output_dir: str | Path) -> dict[str, Any]
         figures["ablations"] = ablations
         texts["ablations"] = ("Test top-1 per seed of each architecture's variants (the same task, recipe and seeds but "
                               f"for the one change named): {_per_model(_variant_runs(runs), 'top1', '.2f', ' %')}.")
-    diagnosis = diagnose(found, long_range_verdicts(runs), label=_label)
+    diagnosis = diagnose(found, verdicts, label=_label)
     figures.update(diagnosis.figures)
     texts.update(diagnosis.captions)
     tables = {"runs": runs, "summary": summary, "damaged": broken, "diagnosis": diagnosis.seeds}
@@ -460,10 +484,13 @@ def write_report(runs_dir: str | Path, output_dir: str | Path) -> dict[str, Any]
     for name, fig in figures.items():
         paths[name] = output_dir / f"{name}.png"
         write_png(paths[name], fig, dpi=110)
-    verdict = study_verdict(runs)
+    verdict = study_verdict(runs, verdicts)
     tables = dataset_tables(summary)
-    text = _markdown(runs_dir, runs, tables, verdict, diagnosis.findings, texts, broken)
-    atomic_write(output_dir / "report.md", lambda handle: handle.write(text))
+    waiting = unfinished(runs)
+    markdown = _markdown(runs_dir, runs, tables, verdict, diagnosis.findings, texts, broken)
+    atomic_write(output_dir / "report.md", lambda handle: handle.write(markdown))
+    text = summary_text(tables, verdict, waiting, damaged)
+    atomic_write(output_dir / "summary.txt", lambda handle: handle.write(text))
     return {"runs": runs, "summary": summary, "tables": tables, "figures": figures,
             "captions": texts, "paths": paths, "verdict": verdict, "diagnosis": diagnosis,
-            "unfinished": unfinished(runs), "damaged": broken}
+            "unfinished": waiting, "damaged": broken, "text": text}

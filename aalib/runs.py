@@ -25,7 +25,7 @@ from .config import ConfigError, TrainConfig, config_from_dict
 from .data import ImageSplits
 from .lock import held
 from .experiment import build_model_for, load_dataset
-from .train import load_checkpoint
+from .checkpoint import load_checkpoint
 
 __all__ = ["Damaged", "Run", "RunFolderError", "find_runs", "load_run", "scan_runs"]
 

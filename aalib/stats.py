@@ -26,7 +26,9 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
-__all__ = ["Spread", "binomial_interval", "mean_interval", "spread", "student_t_quantile"]
+from .checks import check_int
+
+__all__ = ["Spread", "binomial_interval", "mean_interval", "spread"]
 
 _BISECTIONS = 60  # halvings of the search interval: far below any printed precision
 _T_SEARCH_MAX = 1e4  # the quantile search's upper end (df = 1 at 0.99995 is about 6366)
@@ -89,9 +91,8 @@ def binomial_interval(successes: int, trials: int, confidence: float = 0.95) -> 
     ``(0, 0.708)``. Raises ValueError unless ``0 <= successes <= trials``, ``trials >= 1`` and
     ``0 < confidence < 1``.
     """
-    for name, value in (("successes", successes), ("trials", trials)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{name} must be an int, got {value!r}")
+    check_int("successes", successes, None)
+    check_int("trials", trials, None)
     if trials < 1 or not 0 <= successes <= trials:
         raise ValueError(f"need 0 <= successes <= trials and trials >= 1, got successes={successes}, trials={trials}")
     if not 0 < confidence < 1:
@@ -129,8 +130,7 @@ def student_t_quantile(probability: float, df: int) -> float:
     ``student_t_quantile(0.975, 2)`` is about 4.303, ``(0.975, 10)`` about 2.228. Raises
     ValueError unless ``df`` is an int >= 1 and ``0.5 <= probability < 1``.
     """
-    if isinstance(df, bool) or not isinstance(df, int) or df < 1:
-        raise ValueError(f"df must be an int >= 1, got {df!r}")
+    check_int("df", df)
     if not 0.5 <= probability < 1:
         raise ValueError(f"probability must lie in [0.5, 1), got {probability!r}")
     low, high = 0.0, _T_SEARCH_MAX

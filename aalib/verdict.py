@@ -31,16 +31,17 @@ from .stats import Spread, binomial_interval, mean_interval, spread
 __all__ = [
     "CHANCE_SIGMAS",
     "Comparison",
+    "NO_ATTENTION",
     "STUDY_CONCLUSIONS",
     "OUTCOMES",
     "SOLVED_TOP1",
     "Landmarks",
     "ModelVerdict",
-    "classify",
     "comparisons",
     "long_range_verdicts",
 ]
 
+NO_ATTENTION = "none"  # how a run table (aalib.report.collect) writes the attention of a plain convolution
 SOLVED_TOP1 = 90.0  # test top-1 (%) at or above which the long-range task counts as solved
 CHANCE_SIGMAS = 3.0  # a test top-1 within this many binomial standard deviations of 50 % is "chance"
 # One seed's outcome, from best to worst.
@@ -182,7 +183,7 @@ def long_range_verdicts(runs: pd.DataFrame) -> list[ModelVerdict]:
 
 
 # The reproduced study's conclusions as (attention kind expected higher, kind expected lower,
-# the conclusion in words); None is the plain convolution. Kinds as in aalib.attention.
+# the conclusion in words); None is the plain convolution. Kinds of aalib.attention.ATTENTION_KINDS.
 STUDY_CONCLUSIONS: tuple[tuple[str | None, str | None, str], ...] = (
     ("softmax", None, "AA-conv improves on the convolution it replaces"),
     ("softmax", "linear", "the linear approximation loses accuracy against softmax attention"),
@@ -264,5 +265,5 @@ def comparisons(runs: pd.DataFrame) -> list[Comparison]:
 
 
 def _kind(attention: str | None) -> str:
-    """How a run table writes an attention kind (``"none"`` for the plain convolution)."""
-    return "none" if attention is None else attention
+    """How a run table writes an attention kind (:data:`NO_ATTENTION` for the plain convolution)."""
+    return NO_ATTENTION if attention is None else attention

@@ -30,12 +30,12 @@ from aalib.analysis import (
 from aalib.layers import AugmentedConv2d
 from aalib.models import build_model
 
-SIZE = 32  # the seed's image size: the Simple-CNN's 21 px field is smaller than the image
+SIZE = 32  # the study's image size: the Simple-CNN's 21 px field is smaller than the image
 
 
 def simple_cnn(attention: str | None) -> nn.Module:
     torch.manual_seed(0)
-    return build_model("seed_simple_cnn", attention=attention, num_classes=2).eval()
+    return build_model("repro_simple_cnn", attention=attention, num_classes=2).eval()
 
 
 @pytest.fixture(scope="module")

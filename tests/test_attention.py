@@ -205,7 +205,7 @@ def test_swapped_linear_attention_matches_the_studys_formula(size, dtype):
     out = swapped_linear_attention(q, k, v)
     ref = reference_swapped_output(q, k, v)
     torch.testing.assert_close(out, ref, **TOL[dtype])
-    torch.testing.assert_close(attention_weights(q, k, kind="linear_swapped") @ v, ref, **TOL[dtype])
+    torch.testing.assert_close(attention_weights(q, k, attention="linear_swapped") @ v, ref, **TOL[dtype])
     grad_out = torch.randn_like(out)
     for g, w in zip(torch.autograd.grad(out, (q, k, v), grad_out), torch.autograd.grad(ref, (q, k, v), grad_out)):
         torch.testing.assert_close(g, w, **TOL[dtype])
@@ -214,7 +214,7 @@ def test_swapped_linear_attention_matches_the_studys_formula(size, dtype):
 @pytest.mark.parametrize("size", SIZES)
 def test_swapped_linear_attention_is_not_an_attention_map(size):
     q, k, v, _, _ = random_inputs(size, torch.float64)
-    weights = attention_weights(q, k, kind="linear_swapped")
+    weights = attention_weights(q, k, attention="linear_swapped")
     rows = weights.sum(-1)  # B, heads, N
     assert (rows - 1).abs().max() > 0.05  # rows do not sum to 1 ...
     torch.testing.assert_close(rows.sum(-1), torch.full(rows.shape[:-1], float(rows.shape[-1]), dtype=torch.float64))  # ... all N of them sum to N
@@ -229,7 +229,7 @@ def test_gradcheck_swapped_linear_attention():
 @pytest.mark.parametrize("size", SIZES)
 def test_linear_attention_rows_sum_to_one(size):
     q, k, _, _, _ = random_inputs(size, torch.float64)
-    weights = attention_weights(q * 3, k * 3, kind="linear")
+    weights = attention_weights(q * 3, k * 3, attention="linear")
     torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1], dtype=torch.float64))
     assert (weights > 0).all()
 
@@ -239,10 +239,10 @@ def test_linear_attention_rows_sum_to_one(size):
 def test_attention_weights_are_what_the_kernels_apply(size, relative):
     q, k, v, rel_h, rel_w = random_inputs(size, torch.float64)
     extra = dict(rel_h=rel_h, rel_w=rel_w, size=size) if relative else {}
-    weights = attention_weights(q, k, kind="softmax", **extra)
+    weights = attention_weights(q, k, attention="softmax", **extra)
     torch.testing.assert_close(weights, reference_softmax_weights(q, k, **extra))
     torch.testing.assert_close(softmax_attention(q, k, v, **extra), weights @ v)
-    torch.testing.assert_close(linear_attention(q, k, v), attention_weights(q, k, kind="linear") @ v)
+    torch.testing.assert_close(linear_attention(q, k, v), attention_weights(q, k, attention="linear") @ v)
 
 
 def test_relative_logits_are_per_query_offset_lookups():
@@ -403,12 +403,12 @@ def test_auto_native_rule(n, dkh, dvh, extra, prefers):
 
 
 @pytest.mark.parametrize("dkh, dvh, extra, blocked", [
-    (8, 8, 64 + 64, True),  # relative logits at 64 x 64 (measured 3.9x)
-    (20, 20, 32 + 32, True),  # Bello's WRN, first stage (1.9x)
-    (8, 8, 16 + 16, False),  # small maps: the fused kernel (0.88x with the benchmark's 4 heads)
-    (20, 20, 8 + 8, False),  # (0.74x)
-    (8, 8, 0, False),  # no positions, equal widths (0.51x at 16 x 16)
-    (256, 64, 0, True),  # the seed's values padded 4x in the fused kernel (1.87x)
+    (8, 8, 64 + 64, True),  # relative logits at 64 x 64
+    (20, 20, 32 + 32, True),  # Bello's WRN, first stage
+    (8, 8, 16 + 16, False),  # small maps: the fused kernel
+    (20, 20, 8 + 8, False),
+    (8, 8, 0, False),  # no positions, equal widths
+    (256, 64, 0, True),  # the study's values, padded 4x in the fused kernel
 ])
 def test_auto_backend_cost_model(dkh, dvh, extra, blocked):
     assert attention_module._cpu_prefers_blocked(dkh, dvh, extra) is blocked
@@ -435,12 +435,12 @@ def test_kernel_errors_name_the_problem():
         softmax_attention(q, k[..., :2], v)
     with pytest.raises(ValueError, match="v must be"):
         linear_attention(q, k, v[:, :, :5])
-    with pytest.raises(ValueError, match="kind must be one of"):
-        attention_weights(q, k, kind="sparse")
+    with pytest.raises(ValueError, match="attention must be one of"):
+        attention_weights(q, k, attention="sparse")
     with pytest.raises(ValueError, match="no relative logits"):
-        attention_weights(q, k, kind="linear", rel_h=rel_h, rel_w=rel_w, size=(3, 4))
-    with pytest.raises(ValueError, match="kind='linear_swapped' takes no relative logits"):
-        attention_weights(q, k, kind="linear_swapped", rel_h=rel_h, rel_w=rel_w, size=(3, 4))
+        attention_weights(q, k, attention="linear", rel_h=rel_h, rel_w=rel_w, size=(3, 4))
+    with pytest.raises(ValueError, match="attention='linear_swapped' takes no relative logits"):
+        attention_weights(q, k, attention="linear_swapped", rel_h=rel_h, rel_w=rel_w, size=(3, 4))
     with pytest.raises(ValueError, match="v must be"):
         swapped_linear_attention(q, k, v[:, :, :5])
     with pytest.raises(ValueError, match="backend must be one of \\('auto', 'fused', 'blocked', 'native', 'flex'\\), got 'flash'"):

@@ -1,6 +1,6 @@
 """The complexity study: cost model on hand-computed cases, the crossover formula,
-log-log fits on synthetic power laws, the seed explanation, the bench sweep API, and
-``notebooks/complexity.ipynb`` executed through papermill itself."""
+log-log fits on synthetic power laws, the study explanation, the layer sweep (``aalib.layer_cost``)
+and the attention benchmark's table, and ``notebooks/complexity.ipynb`` executed through papermill itself."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 import papermill
 import pytest
 
-from aalib import complexity
+from aalib import complexity, layer_cost
+from aalib.models.repro import study_epoch_seconds
 from aalib.bench import attention as bench
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +76,7 @@ def _records(curves: dict[str, tuple[list[int], float, float]]) -> list[dict]:
     """Flat records with ms = coefficient * n ** exponent for each variant."""
     records = []
     for variant, (sides, coefficient, exponent) in curves.items():
-        spec = bench.VARIANTS[variant]
+        spec = layer_cost.VARIANTS[variant]
         for side in sides:
             n = side * side
             records.append({"variant": variant, "attention": spec["attention"], "position": spec["position"],
@@ -138,11 +139,11 @@ def test_recorded_benchmark_slopes():
     assert slopes[("AA relative", "ours")] == pytest.approx(2.0, abs=0.4)
 
 
-# -- the seed's layers ------------------------------------------------------------------------------
-def test_seed_wrn_layers_against_the_crossover():
+# -- the study's layers ------------------------------------------------------------------------------
+def test_repro_wrn_layers_against_the_crossover():
     """dk = 2 Fout, dv = Fout / 2, Nh = 1/2/4: every head is 256 x 64, so N* = 102.4 (side 10.1).
     At 32 x 32 the maps are 16/8/4: stages 2 and 3 lie below N*, stage 1 (N = 256) above it."""
-    text, layers = complexity.explain_seed("seed_wrn", 32, complexity.SEED_EPOCH_SECONDS["cifar100"])
+    text, layers = complexity.explain_repro("repro_wrn", 32, study_epoch_seconds("cifar100"))
     assert [r["n"] for r in layers] == [256, 256, 64, 64, 16, 16]
     for row in layers:
         assert (row["dkh"], row["dvh"]) == (256, 64)
@@ -153,35 +154,35 @@ def test_seed_wrn_layers_against_the_crossover():
     assert "12.61 / 11.84" in text
 
 
-def test_seed_layers_totals_add_up():
-    layers, totals = complexity.seed_layers("seed_wrn", 32)
+def test_repro_layers_totals_add_up():
+    layers, totals = complexity.repro_layers("repro_wrn", 32)
     assert totals["softmax_attention_flops"] == pytest.approx(sum(r["softmax_flops"] for r in layers))
     assert (totals["model_flops_linear"] - totals["model_flops_softmax"]
             == pytest.approx(totals["linear_attention_flops"] - totals["softmax_attention_flops"]))
     # at Tiny-ImageNet size (maps 32/16/8) only stage 3 stays below N*
-    layers64, _ = complexity.seed_layers("seed_wrn", 64)
+    layers64, _ = complexity.repro_layers("repro_wrn", 64)
     assert [r["below_crossover"] for r in layers64] == [False, False, False, False, True, True]
 
 
-# -- bench sweep API ------------------------------------------------------------------------------
+# -- layer sweep --------------------------------------------------------------------------------
 def test_sweep_plan_and_validation():
-    assert bench.sweep_plan([8], [8, 16]) == [("AA relative", 8), ("AA rel fused", 8), ("AA rel blocked", 8),
+    assert layer_cost.sweep_plan([8], [8, 16]) == [("AA relative", 8), ("AA rel fused", 8), ("AA rel blocked", 8),
                                               ("AA no-pos", 8), ("LAA sincos", 8), ("LAA sincos", 16), ("conv 3x3", 8),
                                               ("conv 3x3", 16)]
-    assert bench.sweep_plan([8], [16], variants=bench.LAYER_VARIANTS) == [("AA relative", 8), ("AA no-pos", 8),
+    assert layer_cost.sweep_plan([8], [16], variants=layer_cost.LAYER_VARIANTS) == [("AA relative", 8), ("AA no-pos", 8),
                                                                          ("LAA sincos", 16)]
-    assert bench.sweep_plan([8], [16], variants=["LAA sincos"]) == [("LAA sincos", 16)]
+    assert layer_cost.sweep_plan([8], [16], variants=["LAA sincos"]) == [("LAA sincos", 16)]
     with pytest.raises(ValueError, match="unknown variant"):
-        bench.sweep_plan([8], [8], variants=["AA sincos"])
+        layer_cost.sweep_plan([8], [8], variants=["AA sincos"])
     with pytest.raises(ValueError, match="impls"):
-        bench.sweep([8], [8], impls=["fast"])
+        layer_cost.sweep([8], [8], impls=["fast"])
     with pytest.raises(ValueError, match="heads=3"):
-        bench.sweep([8], [8], dk=8, dv=8, heads=3)
+        layer_cost.sweep([8], [8], dk=8, dv=8, heads=3)
 
 
 def test_sweep_runs_a_custom_setting_in_a_subprocess():
     seen = []
-    rows = bench.sweep([], [4], variants=["LAA sincos"], repeats=1, batch=1, channels=8, dk=4, dv=4, heads=2,
+    rows = layer_cost.sweep([], [4], variants=["LAA sincos"], repeats=1, batch=1, channels=8, dk=4, dv=4, heads=2,
                        naive_max_gib=0.0, on_case=lambda *case: seen.append(case[:3]))
     assert seen == [("LAA sincos", 4, "ours")]
     assert rows[0]["variant"] == "LAA sincos" and rows[0]["ours"]["ms"] > 0
@@ -190,7 +191,7 @@ def test_sweep_runs_a_custom_setting_in_a_subprocess():
 
 def test_sweep_pinned_kernel_and_plain_conv_have_no_naive_twin():
     seen = []
-    rows = bench.sweep([4], [5], variants=["AA rel fused", "conv 3x3"], repeats=1, batch=1, channels=8, dk=4, dv=4,
+    rows = layer_cost.sweep([4], [5], variants=["AA rel fused", "conv 3x3"], repeats=1, batch=1, channels=8, dk=4, dv=4,
                        heads=2, on_case=lambda *case: seen.append(case[:3]))
     assert seen == [("AA rel fused", 4, "ours"), ("conv 3x3", 5, "ours")]
     assert rows[0]["ours"]["ms"] > 0 and "pinned" in rows[0]["naive"]["skipped"]
@@ -198,10 +199,10 @@ def test_sweep_pinned_kernel_and_plain_conv_have_no_naive_twin():
 
 
 def test_run_case_keeps_timing_until_min_seconds():
-    quick = bench.Case("conv 3x3", "ours", 4, "cpu", repeats=2, batch=1, channels=4, dk=4, dv=4, heads=1)
-    assert bench.run_case(quick)["runs"] == 2
-    result = bench.run_case(bench.Case(**{**quick.__dict__, "min_seconds": 0.05}))
-    assert 2 < result["runs"] <= bench.MAX_RUNS
+    quick = layer_cost.Case("conv 3x3", "ours", 4, "cpu", repeats=2, batch=1, channels=4, dk=4, dv=4, heads=1)
+    assert layer_cost.run_case(quick)["runs"] == 2
+    result = layer_cost.run_case(layer_cost.Case(**{**quick.__dict__, "min_seconds": 0.05}))
+    assert 2 < result["runs"] <= layer_cost.MAX_RUNS
 
 
 def test_bench_table_and_targets_from_rows():
@@ -245,10 +246,10 @@ def test_complexity_notebook_through_papermill(tmp_path):
     assert results["setting"]["dk"] == 8 and results["setting"]["heads"] == 2
     assert results["analytic_crossover"] == {"dkh": 4, "dvh": 4, "n": 4.0, "side": 2.0}
     variants = {(r["variant"], r["impl"]) for r in results["records"]}
-    assert variants == {(v, i) for v in bench.LAYER_VARIANTS for i in bench.IMPLS}
+    assert variants == {(v, i) for v in layer_cost.LAYER_VARIANTS for i in layer_cost.IMPLS}
     assert all(r["ms"] > 0 for r in results["records"])
     assert {(s["variant"], s["impl"], s["metric"]) for s in results["slopes"]} == {
-        (v, i, m) for v in bench.LAYER_VARIANTS for i in bench.IMPLS for m in ("ms", "peak_mib")}
+        (v, i, m) for v in layer_cost.LAYER_VARIANTS for i in layer_cost.IMPLS for m in ("ms", "peak_mib")}
     assert len(results["measured_crossovers"]) == 4
     assert [layer["below_crossover"] for layer in results["seed"]["layers"]] == [False, False, True, True, True, True]
 

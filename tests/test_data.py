@@ -23,11 +23,13 @@ from aalib.data import (
     DatasetNotFoundError,
     DeviceLoader,
     ImageSplits,
+    LongRangeTask,
     UnsafePickleError,
     additive_ceiling,
     build_dataset,
     cifar100,
     download_file,
+    generate_long_range,
     list_datasets,
     load_restricted,
     long_range,
@@ -151,7 +153,7 @@ def test_cifar_reads_python2_pickles(tmp_path: Path) -> None:
 
 
 def test_cifar_val_size_out_of_range(data_cifar_root: Path) -> None:
-    with pytest.raises(ValueError, match="val_size=60"):
+    with pytest.raises(ValueError, match=r"val_size must be an int in \[0, 59\] .*got 60"):
         cifar100(root=data_cifar_root, val_size=60)
 
 
@@ -423,7 +425,7 @@ def test_long_range_too_small_image_names_minimum() -> None:
     "kwargs, match",
     [
         (dict(train_size=201), "train_size=201 must be even"),
-        (dict(colours=1), r"colours=1 must be an int in \[2, 8\]"),
+        (dict(colours=1), r"colours must be an int in \[2, 8\], got 1"),
         (dict(noise=-0.1), "noise=-0.1"),
         (dict(distractors=500), "cannot place distractors=500"),
     ],
@@ -431,6 +433,21 @@ def test_long_range_too_small_image_names_minimum() -> None:
 def test_long_range_rejects_bad_parameters(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         long_range(**{**_SMALL, **kwargs})
+
+
+def test_long_range_task_is_one_object_for_the_generator_the_dataset_and_its_runs() -> None:
+    task = LongRangeTask(image_size=24, receptive_field=11, mark_size=4)
+    assert task.distractor_size == 4 and task == LongRangeTask(image_size=24, receptive_field=11, mark_size=4, distractor_size=4)
+    args = {"image_size": 24, "receptive_field": 11, "mark_size": 4, "train_size": 20, "val_size": 0, "test_size": 20, "seed": 3}
+    assert LongRangeTask.from_arguments(args) == task and LongRangeTask.from_arguments({}) == LongRangeTask()
+    samples = long_range_samples("test", **args)
+    assert samples.task == task
+    again = generate_long_range(20, np.random.default_rng([3, 2]), task)  # the test split's stream of seed 3
+    assert torch.equal(again.images, samples.images) and torch.equal(samples.images, long_range(**args).test[0])
+    with pytest.raises(ValueError, match="mark_size must be a positive int, got 0"):
+        LongRangeTask(mark_size=0)
+    with pytest.raises(TypeError, match="colour"):
+        long_range_samples("test", colour=3)  # an argument long_range does not take
 
 
 def test_long_range_through_registry() -> None:
@@ -565,9 +582,9 @@ def test_loader_normalize_and_channels_last(data_images) -> None:  # noqa: ANN00
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(batch_size=0), "batch_size=0"),
-        (dict(batch_size=4, crop_padding=6), r"crop_padding=6 must be an int in \[0, 6\)"),
-        (dict(batch_size=4, rank=2, world_size=2), r"rank=2 must be an int in \[0, 2\)"),
+        (dict(batch_size=0), "batch_size must be a positive int, got 0"),
+        (dict(batch_size=4, crop_padding=6), r"crop_padding must be an int in \[0, 5\] for 6x7 images .*got 6"),
+        (dict(batch_size=4, rank=2, world_size=2), r"rank must be an int in \[0, 1\] for world_size=2, got 2"),
         (dict(batch_size=4, normalize=((0.5,), (0.5,))), "3 values each"),
     ],
 )

@@ -1,5 +1,6 @@
-"""The interactive notebooks: committed without outputs, in sync with their builder, and run by
-papermill itself with small parameters (no finished runs: the untrained fallback models)."""
+"""The interactive notebooks: what they declare, and run by papermill itself with small parameters
+(no finished runs: the untrained fallback models). tests/test_notebook_sources.py checks them as
+source files (no outputs, one parameters cell, cells that compile)."""
 
 from __future__ import annotations
 
@@ -42,15 +43,10 @@ def execute_with_retry(source: Path, executed: Path, parameters: dict, cwd: Path
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_notebook_is_commit_ready(name: str) -> None:
+def test_notebook_cites_its_papers_and_declares_the_small_parameters(name: str) -> None:
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    assert nb.metadata.kernelspec.name == "python3"
     assert nb.cells[0].cell_type == "markdown" and "arXiv" in nb.cells[0].source
-    code = [cell for cell in nb.cells if cell.cell_type == "code"]
-    assert all(cell.outputs == [] and cell.execution_count is None for cell in code)
-    assert [cell.metadata.get("tags") for cell in code].count(["parameters"]) == 1
     declared = papermill.inspect_notebook(str(NOTEBOOKS / f"{name}.ipynb"))
-    assert all(declared[p]["help"] for p in declared)  # every parameter documents itself
     assert set(SMALL) | set(CASES[name][0]) <= set(declared)
 
 

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from aalib import AugmentedConv2d
-from aalib.layers import sincos_position_encoding
+from aalib.layers import attention_channels, output_size, sincos_position_encoding
+from aalib.models import attention_layers, build_model
 
 CONFIGS = [
     ("softmax", "relative"),
@@ -35,6 +36,7 @@ def test_output_shape_any_size(attention, position, stride, size):
     layer = make(attention, position, stride)
     out = layer(torch.randn(2, 5, *size))
     assert out.shape == (2, 10, math.ceil(size[0] / stride), math.ceil(size[1] / stride))
+    assert out.shape[-2:] == output_size(size, stride)
     assert torch.isfinite(out).all()
 
 
@@ -186,6 +188,26 @@ def test_fractions_are_kappa_and_upsilon():
     assert (layer.dk, layer.dv) == (8, 4)
     assert layer.conv.out_channels == 36
     assert AugmentedConv2d(16, 40, dk=8, dv=1.0, heads=2).conv is None
+
+
+def test_fractions_round_to_a_multiple_of_heads():
+    # 0.2 * 100 = 20 channels do not split over 8 heads: the nearest multiple of 8 is 16
+    layer = AugmentedConv2d(100, 100, dk=0.2, dv=0.1, heads=8)
+    assert (layer.dk, layer.dv) == (16, 8) and layer.conv.out_channels == 92
+    assert attention_channels(0.01, 100, 8) == 8  # at least one channel per head
+    assert attention_channels(1.0, 14, 4) == 12  # never more than out_channels where a multiple fits
+    with pytest.raises(ValueError, match="heads=8 must divide dk=20"):  # a count is exact
+        AugmentedConv2d(100, 100, dk=20, dv=8, heads=8)
+
+
+@pytest.mark.parametrize("width, dk, dv, heads", [(1, 0.2, 0.1, 8), (2, 0.25, 0.5, 4), (3, 0.3, 0.15, 6), (1, 0.5, 1.0, 2)])
+def test_layer_and_wrn_builder_turn_fractions_into_the_same_channels(width, dk, dv, heads):
+    model = build_model("wrn", depth=10, width=width, attention="softmax", dk=dk, dv=dv, heads=heads,
+                        min_key_dims_per_head=0)
+    for _, built in attention_layers(model):
+        alone = AugmentedConv2d(built.in_channels, built.out_channels, dk=dk, dv=dv, heads=heads)
+        assert (built.dk, built.dv) == (alone.dk, alone.dv)
+        assert built.dk % heads == 0 and built.dv % heads == 0
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,10 @@
-"""Host memory helpers (``aalib.memory``): the peak-RSS reading and glibc's malloc thresholds."""
+"""Memory helpers (``aalib.memory``): the RSS readings, the peak measured from a reset, and glibc's
+malloc thresholds."""
 
 from __future__ import annotations
 
+import mmap
+import os
 import sys
 
 import pytest
@@ -9,7 +12,8 @@ import torch
 
 import aalib.train as train_module
 from aalib.experiment import load_config
-from aalib.memory import peak_rss_bytes
+from aalib.memory import (MIB, peak_memory_mib, peak_memory_since_reset, peak_rss_bytes, reset_peak_memory,
+                          rss_bytes)
 from aalib.train import train
 from tinyrun import SMOKE, TINY, run_python
 
@@ -18,14 +22,13 @@ glibc_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ma
 # Frees a 128 MiB tensor and prints how far the resident memory fell, in MiB.
 _FREE_AND_MEASURE = """
 import sys, torch
-from aalib.bench.soak import rss_mib
-from aalib.memory import retain_freed_memory
+from aalib.memory import MIB, retain_freed_memory, rss_bytes
 if sys.argv[1] == "retain":
     assert retain_freed_memory()
 x = torch.ones(2**25)  # 128 MiB, every page written
-held = rss_mib()
+held = rss_bytes()
 del x
-print(held - rss_mib())
+print((held - rss_bytes()) / MIB)
 """
 
 
@@ -53,3 +56,32 @@ def test_trainer_applies_retain_freed_memory_when_configured(setting, calls, tmp
     config = load_config(SMOKE, overrides=[*TINY, "epochs=1", f"retain_freed_memory={setting}"])
     assert train(config, tmp_path)["status"] == "finished"
     assert len(applied) == calls
+
+
+def _fresh_block(size: int = 2**26) -> mmap.mmap:
+    """``size`` bytes of new pages, every one written: a mapping of its own, so the heap's freed
+    memory (which an earlier test may have told malloc to keep) cannot serve it."""
+    block = mmap.mmap(-1, size)
+    for offset in range(0, size, mmap.PAGESIZE):
+        block[offset] = 1
+    return block
+
+
+def test_rss_bytes_sees_a_written_block():
+    before = rss_bytes()
+    block = _fresh_block()  # 64 MiB
+    assert rss_bytes() - before >= 0.9 * len(block)
+    block.close()
+
+
+def test_peak_memory_mib_on_the_cpu_is_the_lifetime_peak():
+    assert peak_memory_mib("cpu") == pytest.approx(peak_rss_bytes() / MIB, rel=0.01)
+
+
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="Linux's resettable peak (VmHWM) only")
+def test_peak_since_a_reset_sees_a_freed_block_and_forgets_earlier_ones():
+    _fresh_block().close()  # 64 MiB
+    held = reset_peak_memory("cpu")
+    assert peak_memory_since_reset("cpu") - held < 32 * MIB  # the block before the reset is not counted
+    _fresh_block().close()  # unmapped again: the resident memory falls, the peak stays
+    assert peak_memory_since_reset("cpu") - held >= 0.9 * 2**26

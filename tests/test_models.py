@@ -1,5 +1,5 @@
 """Model zoo: registry, every model's forward/backward at two sizes, exact parameter counts,
-attention-layer layout (Bello et al.'s AA-WRN and the seed's models), receptive fields."""
+attention-layer layout (Bello et al.'s AA-WRN and the study's models), receptive fields."""
 
 from __future__ import annotations
 
@@ -22,12 +22,12 @@ RUN_CONFIGS: list[tuple[str, dict]] = [
     ("wrn", {"depth": 10, "width": 2, "attention": "softmax"}),
     ("wrn", {"depth": 10, "width": 2, "attention": "linear", "num_classes": 10}),
     ("wrn", {"depth": 10, "width": 2, "attention": "softmax", "augment_conv": "second", "augment_stages": (2, 3), "dropout": 0.3}),
-    ("seed_wrn", {}),
-    ("seed_wrn", {"attention": "softmax"}),
-    ("seed_wrn", {"attention": "linear", "num_classes": 200}),
-    ("seed_simple_cnn", {}),
-    ("seed_simple_cnn", {"attention": "softmax"}),
-    ("seed_simple_cnn", {"attention": "linear", "num_classes": 10}),
+    ("repro_wrn", {}),
+    ("repro_wrn", {"attention": "softmax"}),
+    ("repro_wrn", {"attention": "linear", "num_classes": 200}),
+    ("repro_simple_cnn", {}),
+    ("repro_simple_cnn", {"attention": "softmax"}),
+    ("repro_simple_cnn", {"attention": "linear", "num_classes": 10}),
 ]
 
 
@@ -40,7 +40,7 @@ def _id(config: tuple[str, dict]) -> str:
 def test_list_models_is_sorted_and_complete():
     names = list_models()
     assert names == sorted(names)
-    assert {"wrn", "seed_wrn", "seed_simple_cnn"} <= set(names)
+    assert {"wrn", "repro_wrn", "repro_simple_cnn"} <= set(names)
 
 
 def test_every_registered_model_is_exercised():
@@ -62,7 +62,7 @@ def test_bad_kwarg_is_named_with_allowed_ones():
     for allowed in ("depth", "width", "num_classes", "attention", "dk", "dv", "heads", "input_size"):
         assert allowed in message
     with pytest.raises(ValueError, match="depth"):
-        build_model("seed_simple_cnn", depth=10)
+        build_model("repro_simple_cnn", depth=10)
 
 
 @pytest.mark.parametrize(
@@ -82,8 +82,8 @@ def test_wrn_rejects_bad_values(kwargs, match):
         build_model("wrn", **{"depth": 10, "width": 1, **kwargs})
 
 
-def test_seed_models_reject_unknown_attention():
-    for name in ("seed_wrn", "seed_simple_cnn"):
+def test_repro_models_reject_unknown_attention():
+    for name in ("repro_wrn", "repro_simple_cnn"):
         with pytest.raises(ValueError, match="attention"):
             build_model(name, attention="cosine")
 
@@ -91,11 +91,11 @@ def test_seed_models_reject_unknown_attention():
 def test_model_arguments_gives_defaults():
     args = model_arguments("wrn")
     assert args["depth"] == 28 and args["width"] == 10 and args["attention"] is None
-    assert model_arguments("seed_wrn") == {"attention": None, "num_classes": 100, "in_channels": 3, "dropout": 0.5}
+    assert model_arguments("repro_wrn") == {"attention": None, "num_classes": 100, "in_channels": 3, "dropout": 0.5}
 
 
 def test_count_parameters():
-    model = build_model("seed_simple_cnn")
+    model = build_model("repro_simple_cnn")
     assert count_parameters(model) == sum(p.numel() for p in model.parameters())
     model.fc.weight.requires_grad_(False)
     assert count_parameters(model, trainable_only=True) == count_parameters(model) - model.fc.weight.numel()
@@ -127,17 +127,17 @@ def test_forward_backward_any_size(config):
 @pytest.mark.parametrize(
     "name, kwargs, expected",
     [
-        ("seed_wrn", {}, 11_274_692),
-        ("seed_wrn", {"attention": "softmax"}, 11_454_788),
-        ("seed_wrn", {"attention": "linear"}, 11_454_788),
-        ("seed_wrn", {"num_classes": 200}, 11_325_992),
-        ("seed_wrn", {"num_classes": 200, "attention": "softmax"}, 11_506_088),
-        # the seed's Tiny-ImageNet LAA model had a stray 3x3 conv (+147,584); this one does not
-        ("seed_wrn", {"num_classes": 200, "attention": "linear"}, 11_506_088),
-        ("seed_simple_cnn", {}, 419_300),
-        ("seed_simple_cnn", {"attention": "softmax"}, 332_740),
-        ("seed_simple_cnn", {"attention": "linear"}, 332_740),
-        ("seed_simple_cnn", {"attention": "linear_swapped"}, 332_740),
+        ("repro_wrn", {}, 11_274_692),
+        ("repro_wrn", {"attention": "softmax"}, 11_454_788),
+        ("repro_wrn", {"attention": "linear"}, 11_454_788),
+        ("repro_wrn", {"num_classes": 200}, 11_325_992),
+        ("repro_wrn", {"num_classes": 200, "attention": "softmax"}, 11_506_088),
+        # the study's Tiny-ImageNet LAA model had a stray 3x3 conv (+147,584); this one does not
+        ("repro_wrn", {"num_classes": 200, "attention": "linear"}, 11_506_088),
+        ("repro_simple_cnn", {}, 419_300),
+        ("repro_simple_cnn", {"attention": "softmax"}, 332_740),
+        ("repro_simple_cnn", {"attention": "linear"}, 332_740),
+        ("repro_simple_cnn", {"attention": "linear_swapped"}, 332_740),
         ("wrn", {}, 36_536_884),  # WRN-28-10, CIFAR-100, bias-free convs
         ("wrn", {"depth": 28, "width": 10, "num_classes": 10}, 36_479_194),
     ],
@@ -195,12 +195,12 @@ def test_wrn_options_reach_the_layers():
         ("wrn", {"depth": 10, "width": 1}, 0),
         ("wrn", {"depth": 16, "width": 1, "attention": "softmax"}, 6),
         ("wrn", {"depth": 16, "width": 1, "attention": "linear", "augment_stages": (1, 3)}, 4),
-        ("seed_wrn", {}, 0),
-        ("seed_wrn", {"attention": "softmax"}, 6),
-        ("seed_wrn", {"attention": "linear"}, 6),
-        ("seed_simple_cnn", {}, 0),
-        ("seed_simple_cnn", {"attention": "softmax"}, 2),
-        ("seed_simple_cnn", {"attention": "linear"}, 2),
+        ("repro_wrn", {}, 0),
+        ("repro_wrn", {"attention": "softmax"}, 6),
+        ("repro_wrn", {"attention": "linear"}, 6),
+        ("repro_simple_cnn", {}, 0),
+        ("repro_simple_cnn", {"attention": "softmax"}, 2),
+        ("repro_simple_cnn", {"attention": "linear"}, 2),
     ],
 )
 def test_attention_layers_count_and_kind(name, kwargs, expected):
@@ -211,7 +211,7 @@ def test_attention_layers_count_and_kind(name, kwargs, expected):
         assert layer.attention == kwargs["attention"]
 
 
-@pytest.mark.parametrize("name, kwargs", [("wrn", {"depth": 16, "width": 1, "attention": "softmax"}), ("seed_simple_cnn", {"attention": "linear"})])
+@pytest.mark.parametrize("name, kwargs", [("wrn", {"depth": 16, "width": 1, "attention": "softmax"}), ("repro_simple_cnn", {"attention": "linear"})])
 def test_attention_layers_are_in_forward_order(name, kwargs):
     model = build_model(name, **kwargs)
     called: list[str] = []
@@ -223,8 +223,8 @@ def test_attention_layers_are_in_forward_order(name, kwargs):
 
 
 @pytest.mark.parametrize("attention", ["softmax", "linear"])
-def test_seed_wrn_layout(attention):
-    model = build_model("seed_wrn", attention=attention)
+def test_repro_wrn_layout(attention):
+    model = build_model("repro_wrn", attention=attention)
     layers = attention_layers(model)
     assert [name for name, _ in layers] == [f"stage{s}.{b}.conv2" for s in (1, 2, 3) for b in (0, 1)]
     widths = [128, 128, 256, 256, 512, 512]
@@ -236,15 +236,15 @@ def test_seed_wrn_layout(attention):
     # stride 2 in every stage (maps 16/8/4 at 32x32), Dropout2d(0.5) in every block
     assert [m.stride for m in (model.stage1[0].conv1, model.stage2[0].conv1, model.stage3[0].conv1)] == [(2, 2)] * 3
     assert sum(isinstance(m, nn.Dropout2d) for m in model.modules()) == 6
-    # the head drops features (nn.Dropout), never whole samples (the seed's Dropout1d on 2-D input)
+    # the head drops features (nn.Dropout), never whole samples (the study's Dropout1d on 2-D input)
     assert not any(isinstance(m, nn.Dropout1d) for m in model.modules())
     head_dropout = [m for m in model.head.modules() if type(m) is nn.Dropout]
     assert len(head_dropout) == 1 and head_dropout[0].p == 0.25
     assert model.forward_features(torch.randn(1, 3, 32, 32)).shape == (1, 512, 4, 4)
 
 
-def test_seed_simple_cnn_layout():
-    layers = attention_layers(build_model("seed_simple_cnn", attention="softmax"))
+def test_repro_simple_cnn_layout():
+    layers = attention_layers(build_model("repro_simple_cnn", attention="softmax"))
     assert [(layer.in_channels, layer.out_channels, layer.dk, layer.dv, layer.heads) for _, layer in layers] == [
         (32, 64, 32, 32, 2),
         (128, 256, 128, 128, 4),
@@ -270,7 +270,23 @@ def _support(model: nn.Module, size: int) -> tuple[int, int]:
 
 def test_simple_cnn_receptive_field_is_21_and_attention_sees_everything():
     torch.manual_seed(0)
-    plain = build_model("seed_simple_cnn")
+    plain = build_model("repro_simple_cnn")
     assert plain.receptive_field == 21
     assert _support(plain, 64) == (21, 21)
-    assert _support(build_model("seed_simple_cnn", attention="linear"), 64) == (64, 64)
+    assert _support(build_model("repro_simple_cnn", attention="linear"), 64) == (64, 64)
+
+
+@pytest.mark.parametrize("old, new", [("seed_wrn", "repro_wrn"), ("seed_simple_cnn", "repro_simple_cnn")])
+def test_old_preset_names_build_the_same_model_with_a_deprecation_warning(old: str, new: str) -> None:
+    from aalib.experiment import load_config
+    from aalib.models import canonical_model_name
+
+    assert old not in list_models() and old in list_models(deprecated=True) and canonical_model_name(old) == new
+    torch.manual_seed(0)
+    with pytest.warns(DeprecationWarning, match=f"model '{old}' is deprecated; use '{new}'"):
+        built = build_model(old, attention="softmax")
+    torch.manual_seed(0)
+    expected = build_model(new, attention="softmax")
+    assert [(k, v.shape) for k, v in built.state_dict().items()] == [(k, v.shape) for k, v in expected.state_dict().items()]
+    assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(), expected.state_dict().values()))
+    assert load_config(None, [f"model={old}", "dataset=long_range", "model_args.attention=softmax"]).model == old

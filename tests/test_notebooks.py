@@ -1,12 +1,12 @@
-"""The batch notebooks through papermill itself: train.ipynb (via `aalib run` / `sweep` and plain
-papermill) and report.ipynb (via `aalib report`); params files against the notebook's parameters;
-source notebooks without outputs."""
+"""The batch notebooks (package data in aalib/notebooks/) through papermill itself: train.ipynb (via
+`aalib run` / `sweep` and plain papermill) and report.ipynb (via `aalib report`); the train
+notebook's parameters against TrainConfig and every params file. tests/test_notebook_sources.py
+checks the notebooks as source files."""
 
 from __future__ import annotations
 
 import ast
 import dataclasses
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
@@ -17,11 +17,10 @@ import pytest
 import yaml
 
 from aalib.config import ConfigError, TrainConfig
-from aalib.runner import build_report, plan_runs, sweep
+from aalib.batch import TRAIN_NOTEBOOK, build_report, plan_runs, sweep
 from tinyrun import run_python
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ROOT / "notebooks"
 PARAMS = ROOT / "params"
 SMOKE = PARAMS / "smoke.yaml"
 # The smoke run, smaller: a few steps of the Simple-AACNN on 16x16 images.
@@ -33,43 +32,21 @@ def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return run_python(*args, cwd=cwd, timeout=600)
 
 
-def test_source_notebooks_are_committed_without_outputs():
-    notebooks = sorted(NOTEBOOKS.glob("*.ipynb"))
-    assert {"train.ipynb", "report.ipynb", "complexity.ipynb", "attention_maps.ipynb", "receptive_fields.ipynb"} <= {p.name for p in notebooks}
-    for path in notebooks:
-        nb = nbformat.read(path, as_version=4)
-        for cell in nb.cells:
-            if cell.cell_type == "code":
-                assert cell.outputs == [] and cell.execution_count is None, f"{path.name} has outputs"
-        tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-        assert len(tagged) == 1, f"{path.name}: exactly one cell must be tagged 'parameters'"
-
-
-def test_every_notebook_is_what_build_py_writes():
-    """Notebooks are generated: edit notebooks/build.py, then run it (python notebooks/build.py)."""
-    spec = importlib.util.spec_from_file_location("build_notebooks", NOTEBOOKS / "build.py")
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
-    assert sorted(build.NOTEBOOKS) == sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
-    for name, make in build.NOTEBOOKS.items():
-        on_disk = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-        built = make()
-        assert [(c.cell_type, c.source, c.metadata.get("tags")) for c in built.cells] == \
-            [(c.cell_type, c.source, c.metadata.get("tags")) for c in on_disk.cells], f"{name}.ipynb differs: rerun notebooks/build.py"
-
-
 def test_train_notebook_parameters_are_the_config_keys_with_their_defaults():
-    declared = papermill.inspect_notebook(str(NOTEBOOKS / "train.ipynb"))
+    """The parameters cell of train.ipynb is written by hand; TrainConfig is the authority."""
+    declared = papermill.inspect_notebook(str(TRAIN_NOTEBOOK))
     config_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    assert set(declared) == set(config_fields) | {"out_dir"}
+    assert set(declared) == set(config_fields) | {"out_dir"}, \
+        "the parameters cell of aalib/notebooks/train.ipynb must declare every TrainConfig field, and out_dir"
     defaults = TrainConfig()
     for name in config_fields:
-        assert ast.literal_eval(declared[name]["default"]) == getattr(defaults, name), name
+        assert ast.literal_eval(declared[name]["default"]) == getattr(defaults, name), \
+            f"parameter {name}: its default in train.ipynb is not TrainConfig's"
         assert declared[name]["help"], f"parameter {name} has no help comment"
 
 
 def test_every_params_key_is_a_declared_notebook_parameter():
-    declared = set(papermill.inspect_notebook(str(NOTEBOOKS / "train.ipynb")))
+    declared = set(papermill.inspect_notebook(str(TRAIN_NOTEBOOK)))
     files = sorted(PARAMS.rglob("*.yaml"))
     assert len(files) >= 24
     for path in files:
@@ -130,7 +107,7 @@ def test_run_writes_the_run_folder_then_skips_it_and_reports(tmp_path):
 @pytest.mark.slow
 def test_plain_papermill_with_a_params_file(tmp_path):
     out = tmp_path / "run"
-    result = cli("-m", "papermill", str(NOTEBOOKS / "train.ipynb"), str(tmp_path / "out.ipynb"), "-f", str(SMOKE),
+    result = cli("-m", "papermill", str(ROOT / "aalib" / "notebooks" / "train.ipynb"), str(tmp_path / "out.ipynb"), "-f", str(SMOKE),
                  "-p", "epochs", "1", "-p", "out_dir", str(out), "-p", "progress", "False",
                  "-y", "dataset_args: {image_size: 16, receptive_field: 9, mark_size: 2, train_size: 64, val_size: 32, test_size: 32}")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -28,14 +28,14 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from aalib.train import CheckpointError, load_checkpoint
+from aalib.checkpoint import CheckpointError, load_checkpoint
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 from formats import write_cifar100, write_tiny_imagenet  # noqa: E402
 from tinyrun import ENV, ROOT, SMOKE, TINY, read_csv, run_python, sets, write_sweep_params, write_text  # noqa: E402
 
-CIFAR_PARAMS = ROOT / "params" / "seed" / "cifar100_simple_cnn.yaml"
+CIFAR_PARAMS = ROOT / "params" / "repro" / "cifar100_simple_cnn.yaml"
 TINY_PARAMS = ROOT / "params" / "sound" / "tiny_imagenet_laa_wrn.yaml"
 COMPARED = ("epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5")  # not the timings
 
@@ -270,9 +270,10 @@ BAD: dict[str, tuple[Callable[[Path, Path], list[str]], tuple[str, ...]]] = {
                                                  "crop_padding=0")],
         ("3x3 inputs are too small", "(3x3 kernel) would see a 2x2 map", "allowed: inputs of at least 9x9")),
     "crop padding not smaller than the image": (
-        lambda s, f: ["train", str(SMOKE), *sets(*TINY, "crop_padding=16")], ("crop_padding=16", "[0, 16)")),
+        lambda s, f: ["train", str(SMOKE), *sets(*TINY, "crop_padding=16")],
+        ("crop_padding must be an int in [0, 15] for 16x16 images", "got 16")),
     "unknown model": (lambda s, f: ["train", str(SMOKE), *sets("model=resnet")],
-                      ("unknown model 'resnet'", "allowed:", "seed_simple_cnn")),
+                      ("unknown model 'resnet'", "allowed:", "repro_simple_cnn")),
     "unknown dataset": (lambda s, f: ["train", str(SMOKE), *sets("dataset=mnist")],
                         ("unknown dataset 'mnist'", "allowed:", "cifar100")),
     "unknown schedule": (lambda s, f: ["train", str(SMOKE), *sets("schedule=poly")],
@@ -322,9 +323,9 @@ def bad_results(straight: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 def test_input_size_check_finds_the_smallest_usable_input() -> None:
     from aalib.models import check_input_size
 
-    check_input_size("seed_simple_cnn", (3, 9, 9), attention="softmax")  # 9 -> 5 -> 3: every 3x3 kernel fits
+    check_input_size("repro_simple_cnn", (3, 9, 9), attention="softmax")  # 9 -> 5 -> 3: every 3x3 kernel fits
     with pytest.raises(ValueError, match=r"^8x8 inputs .*'features\.6\.conv\.conv' .* 2x2 map; allowed: .* 9x9"):
-        check_input_size("seed_simple_cnn", (3, 8, 8), attention="softmax")
+        check_input_size("repro_simple_cnn", (3, 8, 8), attention="softmax")
 
 
 @pytest.mark.parametrize("name", list(BAD))

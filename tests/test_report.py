@@ -8,16 +8,17 @@ import pandas as pd
 import pytest
 
 from aalib.config import TrainConfig
-from aalib.report import SEED_PUBLISHED, captions, dataset_tables, model_label, study_verdict, summarize
+from aalib.models.repro import study_result
+from aalib.report import captions, dataset_tables, model_label, study_verdict, summarize
 
 
 @pytest.mark.parametrize(
     "model, args, label",
     [
-        ("seed_simple_cnn", {"attention": None}, "Simple-CNN"),
-        ("seed_simple_cnn", {"attention": "linear"}, "Simple-LAACNN"),
-        ("seed_simple_cnn", {"attention": "linear_swapped"}, "Simple-LAACNN (swapped axes)"),
-        ("seed_wrn", {"attention": "softmax"}, "Wide-AAResNet"),
+        ("repro_simple_cnn", {"attention": None}, "Simple-CNN"),
+        ("repro_simple_cnn", {"attention": "linear"}, "Simple-LAACNN"),
+        ("repro_simple_cnn", {"attention": "linear_swapped"}, "Simple-LAACNN (swapped axes)"),
+        ("repro_wrn", {"attention": "softmax"}, "Wide-AAResNet"),
         ("wrn", {"depth": 28, "width": 10, "attention": "softmax"}, "AA-WRN-28-10"),
         ("wrn", {"depth": 16, "width": 8}, "WRN-16-8"),
     ],
@@ -29,7 +30,7 @@ def test_model_label_uses_the_study_names(model, args, label):
 def _runs(rows):
     base = {"status": "finished", "epochs": 1, "top5": math.nan, "val_top1_best": 0.0, "s_per_epoch": 2.0,
             "train_seconds": 2.0, "peak_mem_mb": 100.0, "parameters": 1000, "num_classes": 2, "colours": 4,
-            "test_images": 2000, "path": "x", "experiment": "e", "cpu": "test CPU", "network": "seed_simple_cnn",
+            "test_images": 2000, "path": "x", "experiment": "e", "cpu": "test CPU", "network": "repro_simple_cnn",
             "attention": "none", "labelled": False}
     return pd.DataFrame([{**base, **row} for row in rows])
 
@@ -47,7 +48,7 @@ def test_summarize_gives_mean_std_median_and_every_seed():
     row = summarize(runs).iloc[0]
     assert row["seeds"] == 3 and row["top1"] == "63.00 ± 3.61" and row["top1 median"] == "62.00"
     assert row["top1 per seed"] == "0: 60.00, 1: 62.00, 2: 67.00" and row["top5"] == "87.33 ± 2.52"
-    assert row["seed study top1"] == SEED_PUBLISHED[("cifar100", "Wide-ResNet")][0] == 57.11
+    assert row["study top1"] == study_result("cifar100", "repro_wrn", None).top1 == 57.11
 
 
 def test_no_empty_columns_the_studys_numbers_only_where_published_top5_only_above_five_classes():
@@ -59,13 +60,13 @@ def test_no_empty_columns_the_studys_numbers_only_where_published_top5_only_abov
     tables = dataset_tables(summary)
     assert set(tables) == {"cifar100", "long_range"}
     cifar, synthetic = tables["cifar100"], tables["long_range"]
-    assert "seed study top1" in cifar and "top5" in cifar and "solved" not in cifar
-    assert "seed study top1" not in synthetic and "top5" not in synthetic  # 100 % top-5 of 2 classes says nothing
+    assert "study top1" in cifar and "top5" in cifar and "solved" not in cifar
+    assert "study top1" not in synthetic and "top5" not in synthetic  # 100 % top-5 of 2 classes says nothing
     assert synthetic.loc["Simple-CNN", "solved"] == "0/2 (95 % CI 0-84 %)"
     for table in tables.values():
         assert not any(table[c].eq("-").all() for c in table.columns)
     only_synthetic = summarize(_runs(_long_range("Simple-AACNN", [99.0, 99.5, 99.9])))
-    assert not any(c.startswith("seed study") for c in only_synthetic.columns) and "top5" not in only_synthetic
+    assert not any(c.startswith("study ") for c in only_synthetic.columns) and "top5" not in only_synthetic
 
 
 def test_verdict_counts_seeds_gives_the_interval_and_where_the_others_stopped():
@@ -150,3 +151,37 @@ def test_ablation_figure_groups_an_architectures_variants():
     figure = ablation_figure(both)
     assert figure is not None and len(figure.axes) == 1
     assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["Simple-LAACNN", "Simple-LAACNN, 3 warm-up epochs"]
+
+
+def test_summary_text_for_the_terminal_and_the_verdicts_judged_once(tmp_path):
+    from aalib.report import summary_text, unfinished
+    from aalib.runs import Damaged
+    from aalib.verdict import long_range_verdicts
+
+    rows = _long_range("Simple-LAACNN", [99.5, math.nan])
+    rows[1]["status"] = "interrupted"
+    runs = _runs(rows)
+    verdicts = long_range_verdicts(runs)
+    summary = summarize(runs, verdicts)
+    assert summary.equals(summarize(runs))
+    verdict = study_verdict(runs, verdicts)
+    assert verdict == study_verdict(runs)
+    text = summary_text(dataset_tables(summary), verdict, unfinished(runs), [Damaged(tmp_path / "x", "summary.json is not valid JSON")])
+    assert text.startswith("long_range:\n") and text.splitlines()[3].startswith("Simple-LAACNN")
+    assert verdict[0] in text and "1 unfinished run(s), left out of the verdict: e seed 1 (interrupted)" in text
+    assert text.endswith(f"skipped 1 damaged run folder(s):\n  {tmp_path / 'x'}: summary.json is not valid JSON")
+
+
+def test_every_attention_kind_has_a_study_name_and_a_run_table_spelling():
+    from aalib.attention import ATTENTION_KINDS
+    from aalib.models.repro import study_epoch_seconds, study_name
+    from aalib.verdict import STUDY_CONCLUSIONS
+
+    kinds = (None, *ATTENTION_KINDS)
+    assert {k for higher, lower, _ in STUDY_CONCLUSIONS for k in (higher, lower)} <= set(kinds)
+    names = [study_name("repro_wrn", kind) for kind in kinds]
+    assert names == ["Wide-ResNet", "Wide-AAResNet", "Wide-LAAResNet", "Wide-LAAResNet (swapped axes)"]
+    # the study's LAA layer had the swapped axes; Shen et al.'s layer is compared with the same numbers
+    assert study_result("tiny_imagenet", "repro_wrn", "linear") == study_result("tiny_imagenet", "repro_wrn", "linear_swapped")
+    assert study_result("tinyimagenet", "repro_wrn", None) is None  # keyed by the dataset registry's names
+    assert study_epoch_seconds("cifar100") == {None: 8.42, "softmax": 11.84, "linear": 12.61} and study_epoch_seconds("x") == {}

@@ -16,7 +16,7 @@ import pytest
 
 from aalib.config import ConfigError
 from aalib.lock import HELD_BY_PARENT, RunLock
-from aalib.runner import _ProcessPool, sweep
+from aalib.batch import _ProcessPool, sweep
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
@@ -99,8 +99,8 @@ def test_each_process_sees_one_of_the_devices_and_inherits_no_lock(monkeypatch: 
 
 
 @pytest.mark.parametrize("jobs, devices, message", [
-    (0, None, "jobs must be an integer >= 1, got 0"),
-    (True, None, "jobs must be an integer >= 1, got True"),
+    (0, None, "jobs must be a positive int, got 0"),
+    (True, None, "jobs must be a positive int, got True"),
     (2, [], "devices must be a non-empty list of GPU indices"),
 ])
 def test_bad_jobs_or_devices_fail_before_any_work(tmp_path: Path, jobs: object, devices: object, message: str) -> None:
@@ -109,7 +109,7 @@ def test_bad_jobs_or_devices_fail_before_any_work(tmp_path: Path, jobs: object, 
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("options", [dict(skip_busy=False), dict(notebook=ROOT / "notebooks" / "report.ipynb")])
+@pytest.mark.parametrize("options", [dict(skip_busy=False), dict(notebook=ROOT / "notebooks" / "complexity.ipynb")])
 def test_what_only_one_process_can_do_is_refused_with_jobs(tmp_path: Path, options: dict) -> None:
     with pytest.raises(ValueError, match="need jobs=1 and no devices"):
         sweep([ROOT / "params" / "smoke.yaml"], runs_dir=tmp_path / "runs", jobs=2, **options)
@@ -117,7 +117,7 @@ def test_what_only_one_process_can_do_is_refused_with_jobs(tmp_path: Path, optio
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--jobs", "0"], "argument --jobs: expected an integer >= 1, got '0'"),
+    (["--jobs", "0"], "argument --jobs: expected a positive int, got '0'"),
     (["--devices", "0,gpu1"], "argument --devices: expected GPU indices separated by commas"),
 ])
 def test_the_command_line_names_a_bad_value(tmp_path: Path, args: list[str], message: str) -> None:

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import aalib.train as train_module
+from aalib.checkpoint import METRIC_COLUMNS, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from aalib.config import (
     ConfigError,
     TrainConfig,
@@ -29,7 +30,8 @@ from aalib.experiment import load_config
 from aalib.data import list_datasets
 from aalib.machine import cpu_name
 from aalib.models import list_models
-from aalib.train import NonFiniteLoss, load_checkpoint, lr_factor, rng_state, save_checkpoint, set_rng_state, train
+from aalib.recipe import lr_factor
+from aalib.train import NonFiniteLoss, train
 
 from faults import Poisoned
 from tinyrun import ROOT, SMOKE, TINY, read_csv, run_python, sets, write_text
@@ -101,7 +103,7 @@ def test_ints_and_exponent_floats_are_floats(tmp_path):
         ("batch_size=-4", "batch_size must be a positive"),
         ("eval_batch_size=0", "eval_batch_size must be a positive"),
         ("schedule=poly", "unknown schedule 'poly'; allowed: cosine, multistep, constant"),
-        ("model=resnet9000", "unknown model 'resnet9000'; allowed: .*seed_simple_cnn"),
+        ("model=resnet9000", "unknown model 'resnet9000'; allowed: .*repro_simple_cnn"),
         ("dataset=mnist", "unknown dataset 'mnist'; allowed: .*cifar100"),
         ("model_args.heds=4", "model_args 'heds' not taken by model 'wrn'; allowed: .*heads"),
         ("dataset_args.val_sise=4", "dataset_args 'val_sise' not taken by dataset 'cifar100'"),
@@ -164,12 +166,12 @@ def test_config_from_dict_round_trips():
 def test_every_params_file_is_a_valid_config():
     files = sorted(PARAMS.rglob("*.yaml"))
     names = {str(p.relative_to(PARAMS)) for p in files}
-    expected = {f"seed/{d}_{m}.yaml" for d in ("cifar100", "tiny_imagenet") for m in ("wrn", "aa_wrn", "laa_wrn")}
-    expected |= {f"{kind}/cifar100_{m}.yaml" for kind in ("seed", "sound") for m in ("simple_cnn", "simple_aacnn", "simple_laacnn")}
+    expected = {f"repro/{d}_{m}.yaml" for d in ("cifar100", "tiny_imagenet") for m in ("wrn", "aa_wrn", "laa_wrn")}
+    expected |= {f"{kind}/cifar100_{m}.yaml" for kind in ("repro", "sound") for m in ("simple_cnn", "simple_aacnn", "simple_laacnn")}
     expected |= {f"sound/{d}_{m}.yaml" for d in ("cifar100", "tiny_imagenet") for m in ("wrn", "aa_wrn", "laa_wrn")}
     expected |= {"bello/cifar100_wrn28_10.yaml", "bello/cifar100_aa_wrn28_10.yaml", "smoke.yaml"}
     expected |= {f"long_range/{m}.yaml" for m in ("simple_cnn", "simple_aacnn", "simple_laacnn")}
-    expected |= {"long_range_ablations/simple_laacnn_swapped.yaml", "seed/cifar100_simple_laacnn_swapped.yaml"}
+    expected |= {"long_range_ablations/simple_laacnn_swapped.yaml", "repro/cifar100_simple_laacnn_swapped.yaml"}
     expected |= {f"long_range_ablations/{m}_warmup3.yaml" for m in ("simple_cnn", "simple_aacnn", "simple_laacnn")}
     assert expected <= names, f"missing params files: {sorted(expected - names)}"
     seen_names = set()
@@ -200,10 +202,10 @@ def test_every_params_file_is_a_valid_config():
     for m, base in demo.items():
         ablation = dataclasses.asdict(load_config(PARAMS / "long_range_ablations" / f"{m}_warmup3.yaml"))
         assert config_diff(base, ablation, ignore=frozenset({"name", "label"})) == ["warmup_epochs"]
-    seed = load_config(PARAMS / "seed" / "cifar100_laa_wrn.yaml")
+    seed = load_config(PARAMS / "repro" / "cifar100_laa_wrn.yaml")
     assert (seed.lr, seed.weight_decay, seed.schedule, seed.augment, seed.normalize, seed.nesterov) == (
         0.01, 0.0, "cosine", False, False, True)
-    assert seed.model == "seed_wrn" and seed.model_args == {"attention": "linear"} and seed.epochs == 100
+    assert seed.model == "repro_wrn" and seed.model_args == {"attention": "linear"} and seed.epochs == 100
     sound = load_config(PARAMS / "sound" / "cifar100_aa_wrn.yaml")
     assert (sound.lr, sound.weight_decay, sound.schedule, sound.milestones, sound.gamma, sound.epochs) == (
         0.1, 5e-4, "multistep", [60, 120, 160], 0.2, 200)
@@ -269,7 +271,7 @@ def test_run_writes_metrics_summary_and_checkpoints(straight_run):
     assert summary["status"] == "finished" and summary["epochs_completed"] == 2
     rows = read_csv(out / "metrics.csv")
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert list(rows[0]) == list(train_module.METRIC_COLUMNS)
+    assert list(rows[0]) == list(METRIC_COLUMNS)
     for row in rows:
         for key in ("train_loss", "val_loss", "train_top1", "val_top1", "images_per_second", "peak_mem_mb"):
             assert math.isfinite(float(row[key])), key
@@ -279,7 +281,7 @@ def test_run_writes_metrics_summary_and_checkpoints(straight_run):
     assert 0 <= on_disk["test"]["top1"] <= 100
     from aalib.models import build_model, count_parameters
 
-    assert on_disk["parameters"] == count_parameters(build_model("seed_simple_cnn", attention=None, num_classes=2))
+    assert on_disk["parameters"] == count_parameters(build_model("repro_simple_cnn", attention=None, num_classes=2))
     assert on_disk["config"]["dataset_args"]["train_size"] == 128
     for key in ("torch", "python", "device_name", "git_commit"):
         assert key in on_disk["environment"]
@@ -412,7 +414,7 @@ def test_cli_config_errors_exit_non_zero_without_traceback(tmp_path):
     result = run_python("-m", "aalib", "train", str(SMOKE), "--set", "lr=-1", "--out", str(out))
     assert result.returncode == 2 and "lr must be a positive" in result.stderr
     # A dataset that is not on disk: one line saying so, and nothing written.
-    result = run_python("-m", "aalib", "train", str(PARAMS / "seed" / "cifar100_wrn.yaml"),
+    result = run_python("-m", "aalib", "train", str(PARAMS / "repro" / "cifar100_wrn.yaml"),
                         "--set", f"data_root={tmp_path / 'empty'}", "--out", str(out))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "not found" in result.stderr.splitlines()[0] and "CIFAR-100" in result.stderr  # then how to get it
@@ -457,11 +459,11 @@ def test_ddp_two_processes_on_gloo(tmp_path):
 @pytest.mark.parametrize(
     "params, writer, sizes",
     [
-        ("seed/cifar100_simple_cnn.yaml", "write_cifar100", ["dataset_args.val_size=20"]),
+        ("repro/cifar100_simple_cnn.yaml", "write_cifar100", ["dataset_args.val_size=20"]),
         ("sound/tiny_imagenet_laa_wrn.yaml", "write_tiny_imagenet", ["dataset_args.val_size=3"]),
     ],
 )
-def test_seed_and_sound_params_train_on_the_real_file_formats(tmp_path, params, writer, sizes):
+def test_repro_and_sound_params_train_on_the_real_file_formats(tmp_path, params, writer, sizes):
     """The study's own params files, unchanged but for size, start training on files in the
     official on-disk layouts (CIFAR-100 python pickles; the Tiny-ImageNet JPEG folder)."""
     import formats
@@ -473,6 +475,6 @@ def test_seed_and_sound_params_train_on_the_real_file_formats(tmp_path, params, 
     ])
     summary = train(config, tmp_path / "run")
     assert summary["status"] == "finished"
-    assert summary["test"]["images"] == {"seed/cifar100_simple_cnn.yaml": 20, "sound/tiny_imagenet_laa_wrn.yaml": 6}[params]
+    assert summary["test"]["images"] == {"repro/cifar100_simple_cnn.yaml": 20, "sound/tiny_imagenet_laa_wrn.yaml": 6}[params]
     rows = read_csv(tmp_path / "run" / "metrics.csv")
     assert len(rows) == 1 and math.isfinite(float(rows[0]["train_loss"]))

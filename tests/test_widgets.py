@@ -25,7 +25,7 @@ def trained_sources(tmp_path_factory):
     """One finished (one-epoch, 32-image) Simple-AACNN run, loaded as the notebooks load runs."""
     root = tmp_path_factory.mktemp("runs") / "long_range"
     config = TrainConfig(
-        name="tiny_aacnn", model="seed_simple_cnn", model_args={"attention": "softmax"}, dataset="long_range",
+        name="tiny_aacnn", model="repro_simple_cnn", model_args={"attention": "softmax"}, dataset="long_range",
         dataset_args={"image_size": 32, "train_size": 32, "val_size": 8, "test_size": 8},
         epochs=1, batch_size=16, augment=False, device="cpu", progress=False, log_every=0,
     )
@@ -85,7 +85,7 @@ def test_attention_explorer_follows_its_controls(sources) -> None:
 
 def test_attention_explorer_takes_bare_models(sources) -> None:
     torch.manual_seed(0)
-    model = build_model("seed_simple_cnn", attention="softmax", num_classes=2).eval()
+    model = build_model("repro_simple_cnn", attention="softmax", num_classes=2).eval()
     images = sources["simple_cnn"].images
     explorer = AttentionMapExplorer({"mine": model}, images=images, query=(0, 31))
     assert explorer.compare.value == "(none)" and explorer.last.maps["mine"].query_grid == (0, 7)

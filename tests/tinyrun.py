@@ -61,7 +61,7 @@ def write_sweep_params(folder: Path, epochs: dict[str, int]) -> Path:
     tiny = "\n".join(f"  {s.split('=', 1)[0].split('.', 1)[1]}: {s.split('=', 1)[1]}" for s in TINY if s.startswith("dataset_args."))
     for name, count in epochs.items():
         (folder / f"{name}.yaml").write_text(
-            f"name: {name}\nmodel: seed_simple_cnn\nmodel_args: {{attention: null}}\ndataset: long_range\n"
+            f"name: {name}\nmodel: repro_simple_cnn\nmodel_args: {{attention: null}}\ndataset: long_range\n"
             f"dataset_args:\n  image_size: 16\n  receptive_field: 9\n  mark_size: 2\n{tiny}\n"
             f"epochs: {count}\nbatch_size: 32\neval_batch_size: 64\nlr: 0.05\nschedule: cosine\n"
             f"device: cpu\nlog_every: 0\nprogress: false\n")

@@ -7,13 +7,19 @@
 * :mod:`.attribution`: captum's Integrated Gradients and Grad-CAM.
 * :mod:`.plots`: figure builders; :mod:`.views`: computation + figure, shared by
   :mod:`aalib.widgets` and the notebooks; :mod:`.sources`: the models and images to analyse.
+* :mod:`.long_range`: what a long-range run gets right, per colour pair, distance and position,
+  and why some seeds fail (:func:`~aalib.analysis.long_range.diagnose`, used by the report).
+
+The package exports the sources, the figure-level views the notebooks and :mod:`aalib.widgets`
+call, the result types they return and the maps, fields, attributions and figure builders they
+are made of; helpers used only inside the package are imported from their submodule.
 
 >>> from aalib.analysis import load_sources, attention_figure
 >>> sources, note = load_sources("runs/long_range", image_count=4)   # untrained fallback if none
 >>> fig, maps = attention_figure(sources, image_index=0, layer_index=1, query=(16, 16))
 """
 
-from .attribution import default_gradcam_layer, grad_cam, integrated_gradients, predicted_class
+from .attribution import default_gradcam_layer, grad_cam, integrated_gradients
 from .maps import (
     LayerMaps,
     capture_layer_inputs,
@@ -25,7 +31,6 @@ from .maps import (
 )
 from .plots import (
     AttentionPanel,
-    image_for_display,
     plot_attention_over_image,
     plot_attributions,
     plot_context_maps,
@@ -34,7 +39,7 @@ from .plots import (
     save_figure,
 )
 from .receptive import EffectiveReceptiveField, ReceptiveField, effective_receptive_field, theoretical_receptive_fields
-from .sources import ModelSource, as_sources, from_run, load_sources, reinitialised, untrained_sources
+from .sources import ModelSource, as_sources, load_sources, untrained_sources
 from .views import (
     QueryMaps,
     attention_figure,
@@ -44,9 +49,6 @@ from .views import (
     erf_figure,
     erf_summary,
     erf_study,
-    image_layer_maps,
-    main_path_layer,
-    query_maps,
     theoretical_figure,
 )
 
@@ -69,24 +71,17 @@ __all__ = [
     "erf_figure",
     "erf_summary",
     "erf_study",
-    "from_run",
     "grad_cam",
     "grid_index",
-    "image_for_display",
-    "image_layer_maps",
     "input_to_grid",
     "integrated_gradients",
     "load_sources",
-    "main_path_layer",
     "plot_attention_over_image",
     "plot_attributions",
     "plot_context_maps",
     "plot_erf_grid",
     "plot_theoretical_rf",
-    "predicted_class",
     "query_map",
-    "query_maps",
-    "reinitialised",
     "save_figure",
     "theoretical_figure",
     "theoretical_receptive_fields",

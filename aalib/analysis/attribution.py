@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from .receptive import theoretical_receptive_fields
 
-__all__ = ["default_gradcam_layer", "integrated_gradients", "grad_cam", "predicted_class"]
+__all__ = ["default_gradcam_layer", "integrated_gradients", "grad_cam"]
 
 
 def default_gradcam_layer(model: nn.Module) -> str:

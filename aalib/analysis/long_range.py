@@ -23,7 +23,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ..config import TrainConfig
-from ..data import COLOUR_NAMES, ImageSplits, long_range_samples
+from ..data import COLOUR_NAMES, ImageSplits, LongRangeTask, long_range_samples
 from ..models import attention_layers
 from ..runs import Run
 from ..verdict import ModelVerdict
@@ -43,10 +43,6 @@ __all__ = [
     "image_results",
 ]
 
-_SAMPLE_ARGS = ("image_size", "colours", "mark_size", "receptive_field", "distractors", "noise",
-                "distractor_size", "test_size", "seed")
-
-
 @torch.no_grad()
 def image_results(run: Run, *, which: str = "last", batch_size: int = 500, splits: ImageSplits | None = None) -> pd.DataFrame:
     """One row per test image of a long-range run: label, the marks' colours (palette indices and
@@ -60,8 +56,7 @@ def image_results(run: Run, *, which: str = "last", batch_size: int = 500, split
     """
     if run.config.dataset != "long_range":
         raise ValueError(f"{run.path}: image_results needs a long_range run, this one trained on {run.config.dataset!r}")
-    args = {key: value for key, value in run.config.dataset_args.items() if key in _SAMPLE_ARGS}
-    samples = long_range_samples("test", **args)
+    samples = long_range_samples("test", **run.config.dataset_args)
     splits = run.dataset() if splits is None else splits
     model = run.model(which)
     x = samples.images.float().div(255.0)  # N, 3, S, S
@@ -71,7 +66,7 @@ def image_results(run: Run, *, which: str = "last", batch_size: int = 500, split
         x = (x - mean) / std
     predicted = torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
     positions = samples.mark_positions.numpy()  # N, 2 marks, (y, x)
-    gap = np.abs(positions[:, 0] - positions[:, 1]) - (samples.mark_size - 1)  # N, 2: nearest-pixel gap per axis
+    gap = np.abs(positions[:, 0] - positions[:, 1]) - (samples.task.mark_size - 1)  # N, 2: nearest-pixel gap per axis
     colours = samples.mark_colours.numpy()
     return pd.DataFrame({
         "label": samples.labels.numpy(),
@@ -82,7 +77,7 @@ def image_results(run: Run, *, which: str = "last", batch_size: int = 500, split
         "y_a": positions[:, 0, 0], "x_a": positions[:, 0, 1],
         "y_b": positions[:, 1, 0], "x_b": positions[:, 1, 1],
         "distance": gap.max(axis=1),
-        "apart": np.select([gap.min(axis=1) >= args.get("receptive_field", 21), gap[:, 0] > gap[:, 1]],
+        "apart": np.select([gap.min(axis=1) >= samples.task.receptive_field, gap[:, 0] > gap[:, 1]],
                            ["both axes", "rows"], "columns"),
         "predicted": predicted.numpy(),
         "correct": (predicted == samples.labels).numpy(),
@@ -335,7 +330,7 @@ def diagnose(runs: Sequence[Run], verdicts: Sequence[ModelVerdict], *,
     image = _explained_image(case, failed, solved)
     sources = {title: from_run(run, image + 1, which="last", splits=_dataset(run, datasets))
                for title, run in zip(case.titles(), (case.failed, case.solved))}
-    size = case.failed.config.dataset_args.get("mark_size", 3)
+    size = LongRangeTask.from_arguments(case.failed.config.dataset_args).mark_size
     row = failed.iloc[image]
     query = (int(row["y_a"]) + size // 2, int(row["x_a"]) + size // 2)
     if all(attention_layers(source.untrained) for source in sources.values()):

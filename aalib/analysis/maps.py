@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import AugmentedConv2d
+from ..layers import AugmentedConv2d, output_size
 from ..models import attention_layers
 
 __all__ = [
@@ -98,7 +98,7 @@ def collect_attention_maps(model: nn.Module, x: Tensor, layers: Sequence[str] | 
     result = []
     for name, layer_input in capture_layer_inputs(model, x, layers).items():
         layer = found[name]
-        grid = (-(-layer_input.shape[-2] // layer.stride), -(-layer_input.shape[-1] // layer.stride))
+        grid = output_size(layer_input.shape[-2:], layer.stride)
         context = layer.context_maps(layer_input) if layer.attention == "linear" else None
         result.append(
             LayerMaps(name=name, layer=layer, input=layer_input, maps=layer.attention_maps(layer_input), grid=grid, context=context)

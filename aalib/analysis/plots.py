@@ -28,7 +28,6 @@ __all__ = [
     "plot_erf_grid",
     "plot_attributions",
     "save_figure",
-    "image_for_display",
 ]
 
 _MAP_CMAP = "inferno"

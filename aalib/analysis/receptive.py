@@ -15,7 +15,7 @@ units), starting from ``r = j = 1``. A conv or pool with kernel ``k``, stride ``
   https://arxiv.org/abs/1812.01243);
 * a global (adaptive) pool before the classifier is not a feature layer and is left out.
 
-For the seed's Simple-CNN this gives 3, 5, 9, 13, 21 px.
+For the study's Simple-CNN this gives 3, 5, 9, 13, 21 px.
 
 **Effective receptive field** (W. Luo, Y. Li, R. Urtasun, R. Zemel, "Understanding the Effective
 Receptive Field in Deep Convolutional Neural Networks", NeurIPS 2016,
@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from ..attention import ATTENTION_KINDS
+from ..checks import int_pair
 from ..layers import AugmentedConv2d
 
 __all__ = [
@@ -40,14 +41,9 @@ __all__ = [
     "theoretical_receptive_fields",
     "EffectiveReceptiveField",
     "effective_receptive_field",
-    "SKIPPED_BRANCHES",
 ]
 
 SKIPPED_BRANCHES: tuple[str, ...] = ("shortcut", "downsample")  # residual projections: not the main path
-
-
-def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[-1]))
 
 
 @dataclass(frozen=True)
@@ -85,10 +81,12 @@ def theoretical_receptive_fields(model: nn.Module) -> list[ReceptiveField]:
             kind, kernel, stride, dilation = module.attention, module.kernel_size, module.stride, 1
             inside_attention += (name,)
         elif isinstance(module, nn.Conv2d):
-            kind, kernel, stride, dilation = "conv", _pair(module.kernel_size)[0], _pair(module.stride)[0], _pair(module.dilation)[0]
+            kind, kernel, stride, dilation = ("conv", int_pair("kernel_size", module.kernel_size)[0],
+                                              int_pair("stride", module.stride)[0], int_pair("dilation", module.dilation)[0])
         elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-            kernel, stride = _pair(module.kernel_size)[0], _pair(module.stride or module.kernel_size)[0]
-            kind, dilation = "pool", _pair(getattr(module, "dilation", 1))[0]
+            kernel = int_pair("kernel_size", module.kernel_size)[0]
+            stride = int_pair("stride", module.stride or module.kernel_size)[0]
+            kind, dilation = "pool", int_pair("dilation", getattr(module, "dilation", 1))[0]
         else:
             continue
         size += dilation * (kernel - 1) * jump

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,14 +20,17 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..data import ImageSplits, build_dataset
+from ..attention import ATTENTION_KINDS
+from ..data import ImageSplits, LongRangeTask, build_dataset
 from ..models import attention_layers, build_model
+from ..models.repro import study_name
 from ..runs import Run, find_runs
 
-__all__ = ["ModelSource", "from_run", "untrained_sources", "load_sources", "as_sources", "reinitialised", "FALLBACK_ATTENTIONS"]
+__all__ = ["ModelSource", "from_run", "untrained_sources", "load_sources", "as_sources"]
 
-# The fallback trio: Simple-CNN, Simple-AACNN, Simple-LAACNN (the reproduced study's shallow nets).
-FALLBACK_ATTENTIONS: tuple[str | None, ...] = (None, "softmax", "linear")
+# The fallback trio: Simple-CNN, Simple-AACNN, Simple-LAACNN (the reproduced study's shallow nets),
+# every attention kind but the study's swapped-axes defect.
+FALLBACK_ATTENTIONS: tuple[str | None, ...] = (None, *(kind for kind in ATTENTION_KINDS if kind != "linear_swapped"))
 
 
 @dataclass
@@ -109,22 +113,23 @@ def untrained_sources(
     attentions: Sequence[str | None] = FALLBACK_ATTENTIONS,
     seed: int = 0,
 ) -> dict[str, ModelSource]:
-    """Freshly built ``seed_simple_cnn`` models (2 classes) with ``long_range`` test images.
+    """Freshly built ``repro_simple_cnn`` models (2 classes) with ``long_range`` test images.
 
-    Keys are ``simple_cnn``, ``simple_aacnn`` and ``simple_laacnn`` for the default ``attentions``.
+    Keys are the study's names in snake case: ``simple_cnn``, ``simple_aacnn`` and ``simple_laacnn``
+    for the default ``attentions``.
     Every model is seeded with ``seed``, so two calls build the same weights.
     """
     test_size = image_count + image_count % 2  # the generator balances classes: an even count
     splits = build_dataset(
         "long_range", image_size=image_size, train_size=64, val_size=0, test_size=test_size, seed=seed,
-        receptive_field=min(21, image_size - 5),
+        receptive_field=min(LongRangeTask.receptive_field, image_size - 5),
     )
     images, labels = _test_images(splits, image_count)
-    names = {None: "simple_cnn", "softmax": "simple_aacnn", "linear": "simple_laacnn"}
+    names = {kind: re.sub(r"\W+", "_", study_name("repro_simple_cnn", kind).lower()).strip("_") for kind in attentions}
     sources = {}
     for attention in attentions:
         torch.manual_seed(seed)
-        model = build_model("seed_simple_cnn", attention=attention, num_classes=splits.num_classes).eval()
+        model = build_model("repro_simple_cnn", attention=attention, num_classes=splits.num_classes).eval()
         sources[names[attention]] = ModelSource(
             name=names[attention],
             untrained=model,
@@ -153,7 +158,7 @@ def load_sources(
     runs = [run for run in find_runs(root) if run.finished] if root.is_dir() else []
     if not runs:
         note = (
-            f"No finished runs under '{root}': using freshly built (untrained) seed_simple_cnn models "
+            f"No finished runs under '{root}': using freshly built (untrained) repro_simple_cnn models "
             "(none/softmax/linear attention, 2 classes) on the long_range dataset."
         )
         return untrained_sources(image_count, image_size=image_size), note

@@ -29,7 +29,7 @@ GPU) less at least 15 s for this process's own work.
   dense bf16 peak (:data:`BF16_PEAK_TFLOPS`) from the FLOPs that
   :class:`torch.utils.flop_counter.FlopCounterMode` counts for one step, forward and backward.
 * ``ddp`` (:func:`ddp_worker`): a one-process NCCL process group under ``torchrun``, DDP around
-  the seed's Simple-AACNN: its all-reduced gradients equal the plain model's.
+  the study's Simple-AACNN: its all-reduced gradients equal the plain model's.
 * ``torchrun-train``: ``python -m aalib train params/smoke.yaml`` on CUDA (bf16, channels_last)
   under ``torchrun``. With one process ``aalib.train`` runs without a process group, so this step
   tests the launcher and the trainer's CUDA path, and ``ddp`` tests NCCL.
@@ -41,7 +41,7 @@ commands, budgets and files and needs no GPU; without a CUDA device anything els
 line on stderr before any work.
 
 Status: tested on the CPU only (tests/test_gpu_check.py: the dry run, the runner, the targets);
-not yet run on a GPU, so the step budgets are estimates.
+the step budgets are estimates, not measurements on a GPU.
 """
 
 from __future__ import annotations
@@ -68,14 +68,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ..complexity import format_table
 from ..io import write_json
-from .train import machine_info
+from ..machine import machine_info, synchronize
+from ..memory import MIB, peak_memory_since_reset, reset_peak_memory
+from ..tables import format_table
 
-__all__ = ["BUDGET_S", "BF16_PEAK_TFLOPS", "MEMORY_GROWTH_LIMIT", "STEPS", "TARGETS", "Collected", "Step", "StepResult",
-           "Target", "OpRecorder", "bf16_peak_tflops", "gpu_slug", "output_path", "pytest_counts", "evaluate_targets", "exit_status",
-           "summary_table", "run_command", "run_steps", "dry_run", "memory_worker", "epoch_worker", "ddp_worker",
-           "main"]
+__all__ = ["BUDGET_S", "BF16_PEAK_TFLOPS", "MEMORY_GROWTH_LIMIT", "STEPS", "TARGETS", "Step", "Target",
+           "memory_worker", "epoch_worker", "ddp_worker", "main"]
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: commands run here
 BUDGET_S = 480  # the whole check, on one H200-class GPU
@@ -262,10 +261,10 @@ STEPS: tuple[Step, ...] = (
          lambda out, scratch: [sys.executable, "-m", "aalib.bench", "attention", "--device", "cuda", "--sizes", "64",
                                "--linear-sizes", "32", "128", "--repeats", "5", "--min-seconds", "0.5",
                                "--timeout", "30", "--out", str(out)], _collect_attention),
-    Step("train", "python -m aalib.bench train on CUDA: the seed's Wide-ResNet and Wide-AAResNet steps in fp32, "
+    Step("train", "python -m aalib.bench train on CUDA: the study's Wide-ResNet and Wide-AAResNet steps in fp32, "
          "bf16 + channels_last and torch.compile", 90,
          lambda out, scratch: [sys.executable, "-m", "aalib.bench", "train", "--device", "cuda",
-                               "--models", "seed_wrn", "seed_wrn-aa", "--repeats", "10", "--warmup", "3",
+                               "--models", "repro_wrn", "repro_wrn-aa", "--repeats", "10", "--warmup", "3",
                                "--out", str(out)], _collect_train),
     Step("epoch", f"epoch_worker: one timed epoch of WRN-28-10 and AA-WRN-28-10 (Bello et al. 2019), "
          f"{EPOCH_IMAGES:,} CIFAR-shaped images, batch 128, bf16 + channels_last; share of the bf16 peak", 65,
@@ -497,13 +496,12 @@ def _attention_case(backend: str, dtype: torch.dtype, size: int, record_ops: boo
             t.grad = None
 
     run()  # kernel selection, compilation, workspaces
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    held = torch.cuda.memory_allocated()
+    synchronize("cuda")
+    held = reset_peak_memory("cuda")
     run()
-    torch.cuda.synchronize()
+    synchronize("cuda")
     case: dict[str, Any] = {"backend": backend, "dtype": str(dtype).removeprefix("torch."), "size": size,
-                            "peak_mib": (torch.cuda.max_memory_allocated() - held) / 2**20}
+                            "peak_mib": (peak_memory_since_reset("cuda") - held) / MIB}
     if record_ops:
         # a compiled kernel (flex's) runs eagerly under a dispatch mode: its record is not the compiled one's
         try:
@@ -518,7 +516,7 @@ def _attention_case(backend: str, dtype: torch.dtype, size: int, record_ops: boo
 
 def memory_worker(out: Path) -> int:
     """The ``memory`` step: every backend of :data:`aalib.attention.BACKENDS` that runs on CUDA (read
-    now, so that new ones are covered), float32 and bf16, 64^2 and 128^2. A (backend, dtype) passes when its
+    when the step runs, so that every backend is covered), float32 and bf16, 64^2 and 128^2. A (backend, dtype) passes when its
     peak memory grows at most :data:`MEMORY_GROWTH_LIMIT`-fold and its 128^2 peak is below one
     ``(B, heads, N, N)`` map of its dtype. The file is rewritten after every case, so a timeout
     keeps what was measured."""
@@ -560,7 +558,7 @@ def _timed_epoch(config_path: Path, images: torch.Tensor, labels: torch.Tensor) 
     from ..data import DeviceLoader, channel_stats
     from ..models import count_parameters
     from ..experiment import build_model_for
-    from ..train import build_criterion, build_optimizer
+    from ..recipe import build_criterion, build_optimizer
 
     config = load_config(config_path, overrides=["bf16=true", "channels_last=true"])
     device = torch.device("cuda")
@@ -592,11 +590,11 @@ def _timed_epoch(config_path: Path, images: torch.Tensor, labels: torch.Tensor) 
         loss.backward()
     optimizer.zero_grad(set_to_none=True)
     loader.set_epoch(1)
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    synchronize(device)
+    reset_peak_memory(device)
     start = time.perf_counter()
     losses = torch.stack([step(x, y) for x, y in loader])
-    torch.cuda.synchronize()
+    synchronize(device)
     seconds = time.perf_counter() - start
     flops_per_image = (forward_flops.get_total_flops() + backward_flops.get_total_flops()) / x.shape[0]
     tflops = flops_per_image * len(images) / seconds / 1e12
@@ -605,7 +603,7 @@ def _timed_epoch(config_path: Path, images: torch.Tensor, labels: torch.Tensor) 
         "config": str(config_path.relative_to(ROOT)), "params": count_parameters(model), "images": len(images),
         "batch_size": config.batch_size, "steps": len(loader), "seconds": seconds,
         "images_per_second": len(images) / seconds, "finite_loss": bool(torch.isfinite(losses).all()),
-        "last_loss": float(losses[-1]), "peak_mib": torch.cuda.max_memory_allocated() / 2**20,
+        "last_loss": float(losses[-1]), "peak_mib": peak_memory_since_reset(device) / MIB,
         "forward_gflop_per_image": forward_flops.get_total_flops() / x.shape[0] / 1e9,
         "backward_gflop_per_image": backward_flops.get_total_flops() / x.shape[0] / 1e9,
         "achieved_tflops": tflops, "bf16_peak_tflops": peak, "bf16_peak_share": None if peak is None else tflops / peak,
@@ -635,7 +633,7 @@ def epoch_worker(out: Path) -> int:
 
 def ddp_worker(out: Path) -> int:
     """The ``ddp`` step, under torchrun: NCCL process group, one all-reduce, then the gradients of
-    DDP around the seed's Simple-AACNN against a plain copy on the same batch (every rank draws
+    DDP around the study's Simple-AACNN against a plain copy on the same batch (every rank draws
     the same batch, so the averaged gradients equal the local ones), then three optimizer steps."""
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
@@ -648,7 +646,7 @@ def ddp_worker(out: Path) -> int:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         torch.manual_seed(0)
-        model = build_model("seed_simple_cnn", attention="softmax", dropout=0.0).to(device)
+        model = build_model("repro_simple_cnn", attention="softmax", dropout=0.0).to(device)
         plain = copy.deepcopy(model)
         ddp = DistributedDataParallel(model, device_ids=[local_rank])
         x = torch.rand(32, 3, 32, 32, device=device)

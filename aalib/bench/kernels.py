@@ -6,8 +6,8 @@ them (transposed views of one convolution output), for maps from 8 x 8 to 64 x 6
 relative logits, at the head sizes of the attention benchmark (dkh = 8), of Bello et al.'s
 AA-WRN (dkh = 20) and of the reproduced study's first stage (dkh = 256, dvh = 64). The cases
 alternate between backends within one process, so a ratio compares runs of the same minute. The
-``"auto"`` column says which kernel :func:`softmax_attention` picks, and ``best`` which was fastest.
-Prints a table and writes JSON (``--out``).
+``"auto"`` column says which kernel :func:`~aalib.attention.softmax_attention` picks, and ``best``
+which was fastest. Prints a table and writes JSON (``--out``).
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from typing import Any
 import torch
 
 from .. import attention, native
-from ..complexity import format_table
 from ..io import write_json
+from ..machine import machine_info
 from ..memory import retain_freed_memory
-from .train import machine_info
+from ..tables import format_table
 
-__all__ = ["CASES", "KERNELS", "inputs", "time_case", "run", "main"]
+__all__ = ["CASES", "KERNELS", "run", "main"]
 
 KERNELS: tuple[str, ...] = ("fused", "blocked", "native")
 # name -> (batch, heads, H, W, dkh, dvh, relative logits)

@@ -1,23 +1,26 @@
 """``python -m aalib.bench train``: speed and memory of one training step of every model.
 
-One step = forward, cross-entropy, backward and an SGD step (the seed's optimizer: Nesterov
+One step = forward, cross-entropy, backward and an SGD step (the study's optimizer: Nesterov
 momentum 0.9) on a random CIFAR-size batch (3x32x32, 100 classes). For each model the benchmark
 reports images per second and milliseconds per step (median over ``--repeats`` timed steps after
 ``--warmup`` untimed ones), the peak memory the steps add on top of the built model, and the step
-time relative to the attention-free model of the same family (the key number: the seed's
-Wide-AAResNet against its Wide-ResNet; the reproduced study measured 11.84 / 8.42 = 1.41 s/epoch).
+time relative to the attention-free model of the same family (the key number: the study's
+Wide-AAResNet against its Wide-ResNet, whose seconds per epoch on CIFAR-100 the reproduced study
+published as 11.84 and 8.42, a ratio of 1.41; docs/reproduced_study.md).
 
 Every (model, variant) runs in a fresh subprocess so that peak memory is its own:
 
-* CPU: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` after the steps minus before them;
+* CPU: the lifetime peak resident memory (:func:`aalib.memory.peak_rss_bytes`) after the steps
+  minus before them;
 * CUDA: ``torch.cuda.max_memory_allocated()`` during the steps minus the memory allocated before
-  them (the absolute peak, weights included, is in the JSON as well).
+  them (:func:`aalib.memory.reset_peak_memory`; the absolute peak, weights included, is in the
+  JSON as well).
 
 Host memory: as in training (``retain_freed_memory``, on by default), each run first calls
 :func:`aalib.memory.retain_freed_memory`; ``--system-malloc`` measures with glibc's defaults.
 
 Variants: ``fp32`` everywhere; on CUDA also ``bf16-cl`` (bf16 autocast + channels_last) and
-``compile`` (``torch.compile``, fp32). The CPU default batch is 32 (the seed used 128) to keep the
+``compile`` (``torch.compile``, fp32). The CPU default batch is 32 (the study used 128) to keep the
 default run within a few minutes on a laptop; ``--batch-size 128`` restores it.
 
 Output: a table on stdout and JSON (``--out``, written atomically) with the machine, the settings
@@ -27,11 +30,8 @@ and one record per run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from contextlib import nullcontext
@@ -41,21 +41,23 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from ..fresh_process import run_in_fresh_process
 from ..io import write_json
-from ..machine import cpu_name
-from ..memory import peak_rss_bytes, retain_freed_memory
+from ..machine import machine_info, synchronize
+from ..memory import MIB, peak_memory_since_reset, peak_rss_bytes, reset_peak_memory, retain_freed_memory
 from ..models import build_model, count_parameters
+from ..tables import format_table
 
 __all__ = ["MODEL_SPECS", "VARIANTS", "measure", "run", "main"]
 
 # spec name -> (registry name, build options, family); the family's attention-free member is the baseline
 MODEL_SPECS: dict[str, tuple[str, dict[str, Any], str]] = {
-    "seed_wrn": ("seed_wrn", {}, "seed_wrn"),
-    "seed_wrn-aa": ("seed_wrn", {"attention": "softmax"}, "seed_wrn"),
-    "seed_wrn-laa": ("seed_wrn", {"attention": "linear"}, "seed_wrn"),
-    "seed_simple_cnn": ("seed_simple_cnn", {}, "seed_simple_cnn"),
-    "seed_simple_cnn-aa": ("seed_simple_cnn", {"attention": "softmax"}, "seed_simple_cnn"),
-    "seed_simple_cnn-laa": ("seed_simple_cnn", {"attention": "linear"}, "seed_simple_cnn"),
+    "repro_wrn": ("repro_wrn", {}, "repro_wrn"),
+    "repro_wrn-aa": ("repro_wrn", {"attention": "softmax"}, "repro_wrn"),
+    "repro_wrn-laa": ("repro_wrn", {"attention": "linear"}, "repro_wrn"),
+    "repro_simple_cnn": ("repro_simple_cnn", {}, "repro_simple_cnn"),
+    "repro_simple_cnn-aa": ("repro_simple_cnn", {"attention": "softmax"}, "repro_simple_cnn"),
+    "repro_simple_cnn-laa": ("repro_simple_cnn", {"attention": "linear"}, "repro_simple_cnn"),
     "wrn-28-10": ("wrn", {"depth": 28, "width": 10}, "wrn-28-10"),
     "aa-wrn-28-10": ("wrn", {"depth": 28, "width": 10, "attention": "softmax"}, "wrn-28-10"),
 }
@@ -67,29 +69,6 @@ DEFAULTS = {  # per device: batch size, timed steps, warm-up steps, variants
     "cpu": {"batch_size": 32, "repeats": 5, "warmup": 2, "variants": ("fp32",)},
     "cuda": {"batch_size": 128, "repeats": 20, "warmup": 5, "variants": VARIANTS},
 }
-_RESULT_TAG = "AALIB_BENCH_RESULT "
-_MIB = 2**20
-
-
-def machine_info(device: str) -> dict[str, Any]:
-    """What the numbers depend on: library versions, device, threads."""
-    info: dict[str, Any] = {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "device": device,
-        "device_name": cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-    }
-    if hasattr(os, "getloadavg"):  # other work on the machine skews CPU timings
-        info["loadavg_1_5_15"] = list(os.getloadavg())
-    if device == "cuda" and torch.cuda.is_available():
-        info["device_name"] = torch.cuda.get_device_name()
-        info["cpu_name"] = cpu_name()
-        info["cuda"] = torch.version.cuda
-        info["cudnn"] = torch.backends.cudnn.version()
-    return info
 
 
 def _training_step(
@@ -100,7 +79,7 @@ def _training_step(
     name, options, _ = MODEL_SPECS[spec]
     model = build_model(name, num_classes=num_classes, **options).to(device).train()
     params = count_parameters(model)
-    x = torch.rand(batch_size, 3, image_size, image_size, device=device)  # the seed's /255 inputs
+    x = torch.rand(batch_size, 3, image_size, image_size, device=device)  # the study's /255 inputs
     y = torch.randint(0, num_classes, (batch_size,), device=device)
     if variant == "bf16-cl":
         model = model.to(memory_format=torch.channels_last)
@@ -110,8 +89,7 @@ def _training_step(
     autocast = torch.autocast(device, dtype=torch.bfloat16) if variant == "bf16-cl" else nullcontext()
 
     def sync() -> None:
-        if device == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -157,8 +135,7 @@ def measure(
     sync()
     rss_before = peak_rss_bytes()
     if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        allocated_before = torch.cuda.memory_allocated()
+        allocated_before = reset_peak_memory(device)
     compile_start = time.perf_counter()
     for _ in range(warmup):
         step()
@@ -194,29 +171,22 @@ def measure(
         "loadavg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     if device == "cuda":
-        peak = torch.cuda.max_memory_allocated()
-        record["peak_mib"] = (peak - allocated_before) / _MIB
-        record["peak_allocated_mib"] = peak / _MIB
+        peak = peak_memory_since_reset(device)
+        record["peak_mib"] = (peak - allocated_before) / MIB
+        record["peak_allocated_mib"] = peak / MIB
         record["memory_method"] = "torch.cuda.max_memory_allocated() - memory_allocated() before the steps"
     else:
         rss_after = peak_rss_bytes()
-        record["peak_mib"] = (rss_after - rss_before) / _MIB
-        record["maxrss_mib"] = rss_after / _MIB
+        record["peak_mib"] = (rss_after - rss_before) / MIB
+        record["maxrss_mib"] = rss_after / MIB
         record["memory_method"] = "ru_maxrss after the steps - ru_maxrss before them (fresh process)"
     return record
 
 
 def _run_subprocess(job: dict[str, Any], timeout: float) -> dict[str, Any]:
-    command = [sys.executable, "-m", "aalib.bench.train", "--worker", json.dumps(job)]
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        return {"model": job["spec"], "variant": job["variant"], "error": f"timed out after {timeout:.0f} s"}
-    for line in proc.stdout.splitlines():
-        if line.startswith(_RESULT_TAG):
-            return json.loads(line[len(_RESULT_TAG):])
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-    return {"model": job["spec"], "variant": job["variant"], "error": f"exit {proc.returncode}: " + " | ".join(tail)}
+    """:func:`measure` of ``job`` in a fresh process; a failure is ``{"model", "variant", "error"}``."""
+    record = run_in_fresh_process(f"{__name__}:measure", job, timeout=timeout)
+    return {"model": job["spec"], "variant": job["variant"], **record} if "error" in record else record
 
 
 def interleaved_step_times(
@@ -340,19 +310,23 @@ def run(
     return records
 
 
-def format_table(records: list[dict[str, Any]]) -> str:
-    header = f"{'model':<22}{'variant':<9}{'params':>12}{'img/s':>10}{'ms/step':>10}{'peak MiB':>10}{'ratio':>7}"
-    lines = [header, "-" * len(header)]
+def _table(records: list[dict[str, Any]]) -> str:
+    """One line per record; a failed one says so in its row and its error follows the table."""
+    rows = []
     for r in records:
+        row = {"model": r["model"], "variant": r["variant"]}
         if "error" in r:
-            lines.append(f"{r['model']:<22}{r['variant']:<9}  failed: {r['error'][:80]}")
-            continue
-        ratio = f"{r['ratio_to_baseline']:.2f}" if r.get("ratio_to_baseline") is not None else "-"
-        lines.append(
-            f"{r['model']:<22}{r['variant']:<9}{r['params']:>12,}{r['img_per_s']:>10.1f}"
-            f"{r['ms_per_step']:>10.1f}{r['peak_mib']:>10.1f}{ratio:>7}"
-        )
-    return "\n".join(lines)
+            row["params"] = "failed"
+        else:
+            ratio = r.get("ratio_to_baseline")
+            row.update({"params": r["params"], "img/s": r["img_per_s"], "ms/step": r["ms_per_step"],
+                        "peak MiB": r["peak_mib"], "ratio": "-" if ratio is None else ratio})
+        rows.append(row)
+    table = format_table(rows, ["model", "variant", "params", "img/s", "ms/step", "peak MiB", "ratio"],
+                         formats={"params": ",", "img/s": ".1f", "ms/step": ".1f", "peak MiB": ".1f", "ratio": ".2f"},
+                         left=("model", "variant"))
+    errors = [f"{r['model']} {r['variant']} failed: {r['error'][:80]}" for r in records if "error" in r]
+    return "\n".join([table, *errors])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -386,17 +360,11 @@ def _parser() -> argparse.ArgumentParser:
         "--interleave", action="store_true",
         help="time the models round-robin in one process (fair ratios on a shared, busy machine); memory still per subprocess",
     )
-    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.worker is not None:  # one measurement in this (fresh) process
-        job = json.loads(args.worker)
-        print(_RESULT_TAG + json.dumps(measure(job.pop("spec"), **job)), flush=True)
-        return 0
-
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but no CUDA device is available", file=sys.stderr)
@@ -423,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.num_classes} classes, median of {repeats} steps after {warmup} warm-up"
     )
     if device == "cpu" and args.batch_size is None:
-        print(f"note: CPU default batch size is {batch_size} (the seed trained with 128; pass --batch-size 128)")
+        print(f"note: CPU default batch size is {batch_size} (the study trained with 128; pass --batch-size 128)")
     records = run(
         models,
         variants=variants,
@@ -439,11 +407,11 @@ def main(argv: list[str] | None = None) -> int:
         interleave=args.interleave,
     )
     print()
-    print(format_table(records))
+    print(_table(records))
     memory = "max_memory_allocated above the resting model" if device == "cuda" else "ru_maxrss delta around the steps"
     print(f"peak MiB: {memory}; ratio: step time / attention-free model of the same family and variant")
     ratios = key_ratios(records)
-    key = ratios.get("seed_wrn-aa/fp32")
+    key = ratios.get("repro_wrn-aa/fp32")
     if key is not None:
         verdict = "meets" if key <= 1.5 else "misses"
         print(f"key ratio: seed Wide-AAResNet / Wide-ResNet step time = {key:.2f} ({verdict} the target <= 1.5)")

@@ -16,13 +16,22 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable
 
+from ..checks import check_arguments
 from .cifar import cifar100
 from .download import ChecksumError, download_file, safe_extract
 from .fashion_mnist import FASHION_MNIST_CLASSES, fashion_mnist, find_fashion_mnist, read_idx
 from .loader import DeviceLoader
 from .safe_pickle import UnsafePickleError, load_restricted
 from .splits import DatasetNotFoundError, ImageSplits, channel_stats
-from .synthetic import COLOUR_NAMES, LongRangeSamples, additive_ceiling, generate_long_range, long_range, long_range_samples
+from .synthetic import (
+    COLOUR_NAMES,
+    LongRangeSamples,
+    LongRangeTask,
+    additive_ceiling,
+    generate_long_range,
+    long_range,
+    long_range_samples,
+)
 from .tinyimagenet import tiny_imagenet
 
 __all__ = [
@@ -33,6 +42,7 @@ __all__ = [
     "ImageSplits",
     "COLOUR_NAMES",
     "LongRangeSamples",
+    "LongRangeTask",
     "additive_ceiling",
     "UnsafePickleError",
     "build_dataset",
@@ -80,11 +90,7 @@ def dataset_arguments(name: str) -> list[str]:
 
 def check_dataset_arguments(name: str, arguments: Iterable[str]) -> None:
     """ValueError naming the arguments dataset ``name`` does not take, and the ones it does."""
-    allowed = dataset_arguments(name)
-    unknown = [key for key in arguments if key not in allowed]
-    if unknown:
-        raise ValueError(f"{', '.join(map(repr, unknown))} not taken by dataset {name!r}; "
-                         f"allowed: {', '.join(allowed)}")
+    check_arguments(f"dataset {name!r}", arguments, dataset_arguments(name))
 
 
 def build_dataset(name: str, **kwargs: object) -> ImageSplits:

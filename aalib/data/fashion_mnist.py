@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..checks import check_int
 from .splits import DatasetNotFoundError, ImageSplits, channel_stats, split_indices, take
 
 __all__ = [
@@ -219,9 +220,8 @@ def fashion_mnist(
                   files["t10k-images-idx3-ubyte"], files["t10k-labels-idx1-ubyte"])
     train_index, val_index = split_indices(train_images.shape[0], val_size, split_seed)
     if train_size is not None:
-        if isinstance(train_size, bool) or not isinstance(train_size, int) or not 1 <= train_size <= len(train_index):
-            raise ValueError(f"train_size={train_size!r} must be an int in [1, {len(train_index)}] "
-                             f"(the training split after val_size={val_size}) or null for all")
+        check_int("train_size", train_size, 1, len(train_index),
+                  note=f"(the training split after val_size={val_size}) or null for all")
         train_index = train_index[:train_size]
     train = take(train_images, train_labels, train_index)
     mean, std = channel_stats(train[0])

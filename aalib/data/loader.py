@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..checks import check_int
+
 __all__ = ["DeviceLoader"]
 
 _ORDER_STREAM, _AUGMENT_STREAM = 0, 1
@@ -78,19 +80,13 @@ class DeviceLoader:
             )
         if images.shape[0] == 0:
             raise ValueError("images is empty: a DeviceLoader needs at least one sample")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r} must be an int >= 1")
-        if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-            raise ValueError(f"world_size={world_size!r} must be an int >= 1")
-        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
-            raise ValueError(f"rank={rank!r} must be an int in [0, {world_size}) for world_size={world_size}")
+        check_int("batch_size", batch_size)
+        check_int("world_size", world_size)
+        check_int("rank", rank, 0, world_size - 1, note=f"for world_size={world_size}")
         _, channels, height, width = images.shape
         side = min(height, width)
-        if isinstance(crop_padding, bool) or not isinstance(crop_padding, int) or not 0 <= crop_padding < side:
-            raise ValueError(
-                f"crop_padding={crop_padding!r} must be an int in [0, {side}) for "
-                f"{height}x{width} images (reflect padding needs padding < image side)"
-            )
+        check_int("crop_padding", crop_padding, 0, side - 1,
+                  note=f"for {height}x{width} images (reflect padding needs padding < image side)")
         if drop_last and images.shape[0] < world_size:
             raise ValueError(f"drop_last with {images.shape[0]} samples leaves nothing for world_size={world_size}")
 

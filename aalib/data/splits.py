@@ -13,7 +13,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["DatasetNotFoundError", "ImageSplits", "channel_stats", "check_split_size", "split_indices"]
+from ..checks import check_int
+
+__all__ = ["DatasetNotFoundError", "ImageSplits", "channel_stats", "split_indices"]
 
 # Chunk for the float64 statistics pass: 4096 CIFAR images are 100 MB in float64.
 _STATS_CHUNK = 4096
@@ -108,19 +110,13 @@ def channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]
     return tuple(mean.tolist()), tuple(std.tolist())  # type: ignore[return-value]
 
 
-def check_split_size(name: str, value: int, total: int) -> None:
-    """A held-out split must leave at least one training sample."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < total:
-        raise ValueError(f"{name}={value!r} must be an int in [0, {total}) for a set of {total} samples")
-
-
 def split_indices(total: int, val_size: int, seed: int) -> tuple[Tensor, Tensor]:
     """Seeded split of ``range(total)`` into (train, val) index tensors, each sorted.
 
     Sorting keeps the file order inside each split, so the split depends only on
     ``(total, val_size, seed)`` and memory access stays sequential.
     """
-    check_split_size("val_size", val_size, total)
+    check_int("val_size", val_size, 0, total - 1, note=f"(a set of {total} samples keeps at least one for training)")
     generator = torch.Generator().manual_seed(seed)
     perm = torch.randperm(total, generator=generator)
     val, _ = perm[:val_size].sort()

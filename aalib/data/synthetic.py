@@ -1,7 +1,7 @@
 """A synthetic task that a network without long-range interactions cannot solve.
 
 The label is a relation between two marks placed farther apart than the Simple-CNN's
-receptive field (21 px, :class:`aalib.models.seed.SimpleCNN`). Here: "are the two square
+receptive field (21 px, :class:`aalib.models.repro.SimpleCNN`). Here: "are the two square
 marks the same colour?" (label 1 = same, 0 = different), with ``colours`` = K palette colours.
 
 Why a local network cannot solve it. With global average pooling and a linear head, the logit
@@ -33,13 +33,17 @@ Construction, per sample:
 
 from __future__ import annotations
 
+import inspect
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..checks import check_choice, check_int
 from .splits import ImageSplits, channel_stats
 
 __all__ = [
@@ -47,12 +51,12 @@ __all__ = [
     "COLOUR_NAMES",
     "PALETTE",
     "SPLITS",
+    "LongRangeTask",
     "LongRangeSamples",
     "generate_long_range",
     "long_range",
     "long_range_samples",
     "additive_ceiling",
-    "min_image_size",
 ]
 
 CLASSES = ["different", "same"]
@@ -83,23 +87,8 @@ def additive_ceiling(colours: int) -> float:
     best m gives the ceiling (0.75 for K = 2, 2/3 for K = 3 and 4, tending to 0.625). No real-valued
     score does better (checked by random search in tests/test_data.py).
     """
-    _check_int("colours", colours, 2)
-    k = colours
+    k = check_int("colours", colours, 2)
     return max(0.5 * (m / k + 1 - m * (m - 1) / (k * (k - 1))) for m in range(1, k + 1))
-
-
-@dataclass(frozen=True)
-class LongRangeSamples:
-    """One generated split and the generator's record of where everything is."""
-
-    images: Tensor  # N, 3, S, S uint8
-    labels: Tensor  # N int64: 1 = same colour, 0 = different
-    mark_positions: Tensor  # N, 2 marks, (y, x) of the top-left pixel, int64
-    mark_colours: Tensor  # N, 2 palette indices, int64
-    distractor_positions: Tensor  # N, D, (y, x) top-left of each plus's bounding box
-    distractor_colours: Tensor  # N, D palette indices
-    mark_size: int
-    distractor_size: int
 
 
 def min_image_size(receptive_field: int, mark_size: int) -> int:
@@ -108,31 +97,60 @@ def min_image_size(receptive_field: int, mark_size: int) -> int:
     return receptive_field + 2 * mark_size - 1
 
 
-def _check_int(name: str, value: int, low: int, high: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-        allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name}={value!r} must be an int {allowed}")
+@dataclass(frozen=True)
+class LongRangeTask:
+    """What the images of the long-range task look like (the construction is in the module
+    docstring); every field is checked on construction. The dataset :func:`long_range` and the
+    analysis of its runs (:meth:`from_arguments`) read the task from here."""
+
+    image_size: int = 32  # side S of the square images
+    colours: int = 4  # K palette colours the marks use, 2..8
+    mark_size: int = 3  # side of the square marks
+    receptive_field: int = 21  # no window this wide holds pixels of both marks (the Simple-CNN's)
+    distractors: int = 2  # plus-shaped objects per image, random palette colours, label-independent
+    noise: float = 0.05  # std of gaussian pixel noise, images in [0, 1]
+    distractor_size: int | None = None  # side of a distractor's box; None: max(3, mark_size)
+
+    def __post_init__(self) -> None:
+        check_int("colours", self.colours, 2, len(PALETTE))
+        check_int("mark_size", self.mark_size)
+        check_int("receptive_field", self.receptive_field)
+        check_int("distractors", self.distractors, 0)
+        if self.distractor_size is None:
+            object.__setattr__(self, "distractor_size", max(3, self.mark_size))
+        check_int("distractor_size", self.distractor_size, 3)
+        check_int("image_size", self.image_size)
+        noise = self.noise
+        if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
+            raise ValueError(f"noise={noise!r} must be a finite float >= 0 (std of pixel noise, images in [0, 1])")
+        needed = min_image_size(self.receptive_field, self.mark_size)
+        if self.image_size < needed:
+            raise ValueError(
+                f"image_size={self.image_size} is too small for receptive_field={self.receptive_field} and "
+                f"mark_size={self.mark_size}: two marks need image_size >= {needed} "
+                "(= receptive_field + 2 * mark_size - 1) to be a receptive field apart"
+            )
+        if self.distractor_size > self.image_size:
+            raise ValueError(f"distractor_size={self.distractor_size} exceeds image_size={self.image_size}")
+
+    @classmethod
+    def from_arguments(cls, arguments: Mapping[str, Any]) -> LongRangeTask:
+        """The task of :func:`long_range` called with ``arguments`` (a run's ``dataset_args``; the
+        split sizes and the seed are not part of the task and are ignored)."""
+        return cls(**{f.name: arguments[f.name] for f in fields(cls) if f.name in arguments})
 
 
-def _check_params(image_size: int, colours: int, mark_size: int, receptive_field: int, distractors: int,
-                  noise: float, distractor_size: int) -> None:
-    _check_int("colours", colours, 2, len(PALETTE))
-    _check_int("mark_size", mark_size, 1)
-    _check_int("receptive_field", receptive_field, 1)
-    _check_int("distractors", distractors, 0)
-    _check_int("distractor_size", distractor_size, 3)
-    _check_int("image_size", image_size, 1)
-    if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
-        raise ValueError(f"noise={noise!r} must be a finite float >= 0 (std of pixel noise, images in [0, 1])")
-    needed = min_image_size(receptive_field, mark_size)
-    if image_size < needed:
-        raise ValueError(
-            f"image_size={image_size} is too small for receptive_field={receptive_field} and "
-            f"mark_size={mark_size}: two marks need image_size >= {needed} "
-            "(= receptive_field + 2 * mark_size - 1) to be a receptive field apart"
-        )
-    if distractor_size > image_size:
-        raise ValueError(f"distractor_size={distractor_size} exceeds image_size={image_size}")
+@dataclass(frozen=True)
+class LongRangeSamples:
+    """One generated split and the generator's record of where everything is."""
+
+    task: LongRangeTask
+    images: Tensor  # N, 3, S, S uint8
+    labels: Tensor  # N int64: 1 = same colour, 0 = different
+    mark_positions: Tensor  # N, 2 marks, (y, x) of the top-left pixel, int64
+    mark_colours: Tensor  # N, 2 palette indices, int64
+    distractor_positions: Tensor  # N, D, (y, x) top-left of each plus's bounding box
+    distractor_colours: Tensor  # N, D palette indices
 
 
 def _place_marks(rng: np.random.Generator, n: int, image_size: int, mark_size: int, receptive_field: int) -> np.ndarray:
@@ -205,31 +223,20 @@ def _plus_mask(pos: np.ndarray, size: int, image_size: int) -> np.ndarray:
     return (rows[:, :, None] & col_arm[:, None, :]) | (row_arm[:, :, None] & cols[:, None, :])  # n, S, S
 
 
-def generate_long_range(
-    n: int,
-    rng: np.random.Generator,
-    *,
-    image_size: int = 32,
-    colours: int = 4,
-    mark_size: int = 3,
-    receptive_field: int = 21,
-    distractors: int = 2,
-    noise: float = 0.05,
-    distractor_size: int | None = None,
-) -> LongRangeSamples:
-    """Generate ``n`` samples (``n`` even, half of each class) from ``rng``."""
-    distractor_size = max(3, mark_size) if distractor_size is None else distractor_size
-    _check_params(image_size, colours, mark_size, receptive_field, distractors, noise, distractor_size)
-    _check_int("n", n, 0)
+def generate_long_range(n: int, rng: np.random.Generator, task: LongRangeTask = LongRangeTask()) -> LongRangeSamples:
+    """Generate ``n`` samples of ``task`` (``n`` even, half of each class) from ``rng``."""
+    check_int("n", n, 0)
     if n % 2:
         raise ValueError(f"n={n} must be even so that the two classes are exactly balanced")
+    image_size, colours, mark_size, distractors = task.image_size, task.colours, task.mark_size, task.distractors
+    distractor_size, noise = task.distractor_size, task.noise
 
     labels = rng.permutation(np.repeat(np.array([0, 1]), n // 2))  # n
     first = rng.integers(0, colours, size=n)
     shift = rng.integers(1, colours, size=n)  # uniform over the other K - 1 colours
     second = np.where(labels == 1, first, (first + shift) % colours)
     mark_colours = np.stack([first, second], axis=1)  # n, 2
-    marks = _place_marks(rng, n, image_size, mark_size, receptive_field)
+    marks = _place_marks(rng, n, image_size, mark_size, task.receptive_field)
     spots = _place_distractors(rng, marks, distractors, image_size, mark_size, distractor_size)
     spot_colours = rng.integers(0, colours, size=(n, distractors))
 
@@ -255,62 +262,41 @@ def generate_long_range(
     pixels = np.rint(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
 
     return LongRangeSamples(
+        task=task,
         images=torch.from_numpy(pixels),
         labels=torch.from_numpy(labels.astype(np.int64)),
         mark_positions=torch.from_numpy(marks),
         mark_colours=torch.from_numpy(mark_colours.astype(np.int64)),
         distractor_positions=torch.from_numpy(spots),
         distractor_colours=torch.from_numpy(spot_colours.astype(np.int64)),
-        mark_size=mark_size,
-        distractor_size=distractor_size,
     )
 
 
-def long_range_samples(
-    split: str,
-    *,
-    image_size: int = 32,
-    colours: int = 4,
-    mark_size: int = 3,
-    receptive_field: int = 21,
-    distractors: int = 2,
-    noise: float = 0.05,
-    distractor_size: int | None = None,
-    train_size: int = 8000,
-    val_size: int = 1000,
-    test_size: int = 2000,
-    seed: int = 0,
-) -> LongRangeSamples:
-    """The exact samples of one split of :func:`long_range`, with mark and distractor positions."""
-    if split not in SPLITS:
-        raise ValueError(f"split={split!r} is not one of {list(SPLITS)}")
-    _check_int("seed", seed, 0)
+def _split_sizes(train_size: int, val_size: int, test_size: int) -> dict[str, int]:
+    """Samples per split, each even (exactly balanced classes), at least 2 for training."""
     sizes = {"train": train_size, "val": val_size, "test": test_size}
     for name, size in sizes.items():
-        _check_int(f"{name}_size", size, 2 if name == "train" else 0)
+        check_int(f"{name}_size", size, 2 if name == "train" else 0)
         if size % 2:
             raise ValueError(f"{name}_size={size} must be even so that the two classes are exactly balanced")
-    rng = np.random.default_rng([seed, SPLITS.index(split)])  # independent stream per (seed, split)
-    return generate_long_range(
-        sizes[split],
-        rng,
-        image_size=image_size,
-        colours=colours,
-        mark_size=mark_size,
-        receptive_field=receptive_field,
-        distractors=distractors,
-        noise=noise,
-        distractor_size=distractor_size,
-    )
+    return sizes
+
+
+def _split_samples(task: LongRangeTask, split: str, size: int, seed: int) -> LongRangeSamples:
+    rng = np.random.default_rng([check_int("seed", seed, 0), SPLITS.index(split)])  # independent stream per (seed, split)
+    return generate_long_range(size, rng, task)
+
+
+_TASK = LongRangeTask()  # the defaults of long_range's task arguments
 
 
 def long_range(
-    image_size: int = 32,
-    colours: int = 4,
-    mark_size: int = 3,
-    receptive_field: int = 21,
-    distractors: int = 2,
-    noise: float = 0.05,
+    image_size: int = _TASK.image_size,
+    colours: int = _TASK.colours,
+    mark_size: int = _TASK.mark_size,
+    receptive_field: int = _TASK.receptive_field,
+    distractors: int = _TASK.distractors,
+    noise: float = _TASK.noise,
     train_size: int = 8000,
     val_size: int = 1000,
     test_size: int = 2000,
@@ -320,24 +306,15 @@ def long_range(
     """The "same colour?" long-range task as :class:`ImageSplits` (2 classes: different, same).
 
     Args:
-        image_size: side S of the square images.
-        colours: K palette colours the marks use (2..8).
-        mark_size: side of the square marks.
-        receptive_field: no ``receptive_field`` x ``receptive_field`` window contains pixels of
-            both marks (21 = the Simple-CNN's). Requires ``image_size >= receptive_field +
-            2 * mark_size - 1``.
-        distractors: plus-shaped objects per image, random palette colours, label-independent.
-        noise: std of gaussian pixel noise, images in [0, 1].
+        image_size, colours, mark_size, receptive_field, distractors, noise, distractor_size: the
+            task, :class:`LongRangeTask` (``image_size >= receptive_field + 2 * mark_size - 1``).
         train_size, val_size, test_size: samples per split, even (exactly balanced classes).
         seed: base seed; each split draws from its own stream derived from ``(seed, split)``.
-        distractor_size: side of a distractor's box (default ``max(3, mark_size)``).
     """
-    kwargs = dict(
-        image_size=image_size, colours=colours, mark_size=mark_size, receptive_field=receptive_field,
-        distractors=distractors, noise=noise, distractor_size=distractor_size, train_size=train_size,
-        val_size=val_size, test_size=test_size, seed=seed,
-    )
-    splits = {split: long_range_samples(split, **kwargs) for split in SPLITS}  # type: ignore[arg-type]
+    task = LongRangeTask(image_size=image_size, colours=colours, mark_size=mark_size, receptive_field=receptive_field,
+                         distractors=distractors, noise=noise, distractor_size=distractor_size)
+    sizes = _split_sizes(train_size, val_size, test_size)
+    splits = {split: _split_samples(task, split, sizes[split], seed) for split in SPLITS}
     mean, std = channel_stats(splits["train"].images)
     return ImageSplits(
         name="long_range",
@@ -349,3 +326,14 @@ def long_range(
         std=std,
         classes=list(CLASSES),
     )
+
+
+def long_range_samples(split: str, **arguments: Any) -> LongRangeSamples:
+    """The exact samples of split ``split`` of ``long_range(**arguments)``, with the mark and
+    distractor positions (a run's ``dataset_args`` regenerate its test images, for instance)."""
+    check_choice("split", split, SPLITS)
+    given = inspect.signature(long_range).bind(**arguments)  # TypeError for an argument long_range does not take
+    given.apply_defaults()
+    values = given.arguments
+    sizes = _split_sizes(values["train_size"], values["val_size"], values["test_size"])
+    return _split_samples(LongRangeTask.from_arguments(values), split, sizes[split], values["seed"])

@@ -8,6 +8,7 @@ registry can tell a misspelt option from a real one before anything is built.
 from __future__ import annotations
 
 import inspect
+import warnings
 from functools import partial
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -15,10 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checks import check_arguments
 from ..layers import AugmentedConv2d
 
 __all__ = [
     "register_model",
+    "register_alias",
+    "canonical_model_name",
     "build_model",
     "list_models",
     "model_arguments",
@@ -31,6 +35,7 @@ __all__ = [
 ModelBuilder = Callable[..., nn.Module]
 
 _MODELS: dict[str, ModelBuilder] = {}
+_ALIASES: dict[str, str] = {}  # deprecated name -> registered name
 
 _KEYWORD_KINDS = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
@@ -44,12 +49,27 @@ def register_model(fn: ModelBuilder) -> ModelBuilder:
     return fn
 
 
-def list_models() -> list[str]:
-    """Names of all registered models, sorted."""
-    return sorted(_MODELS)
+def register_alias(old: str, name: str) -> None:
+    """Keep ``old`` working as a deprecated name of the registered model ``name``: building or
+    asking for it gives a DeprecationWarning that names the new one."""
+    if name not in _MODELS:
+        raise ValueError(f"cannot alias {old!r} to unregistered model {name!r}")
+    _ALIASES[old] = name
+
+
+def list_models(deprecated: bool = False) -> list[str]:
+    """Names of all registered models, sorted; with ``deprecated``, their deprecated aliases too."""
+    return sorted([*_MODELS, *(_ALIASES if deprecated else ())])
+
+
+def canonical_model_name(name: str) -> str:
+    """The registered name behind ``name`` (itself unless it is a deprecated alias); for reading
+    runs that were made under an old name."""
+    return _ALIASES.get(name, name)
 
 
 def _builder(name: str) -> ModelBuilder:
+    name = canonical_model_name(name)
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; allowed: {', '.join(list_models())}")
     return _MODELS[name]
@@ -63,11 +83,7 @@ def model_arguments(name: str) -> dict[str, Any]:
 
 def check_model_arguments(name: str, arguments: Iterable[str]) -> None:
     """ValueError for an unknown model ``name`` or an argument it does not take (lists the allowed)."""
-    allowed = model_arguments(name)
-    unknown = [key for key in arguments if key not in allowed]
-    if unknown:
-        raise ValueError(f"{', '.join(map(repr, unknown))} not taken by model {name!r}; "
-                         f"allowed: {', '.join(allowed)}")
+    check_arguments(f"model {name!r}", arguments, model_arguments(name))
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:
@@ -78,7 +94,9 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
             does not take (the message names it and lists the allowed ones).
     """
     check_model_arguments(name, kwargs)
-    return _MODELS[name](**kwargs)
+    if name in _ALIASES:
+        warnings.warn(f"model {name!r} is deprecated; use {_ALIASES[name]!r}", DeprecationWarning, stacklevel=2)
+    return _builder(name)(**kwargs)
 
 
 _MAX_SIDE = 1 << 14  # the search for the smallest usable input stops here

@@ -11,7 +11,7 @@
   ``kappa = 2 upsilon = 0.2`` and at least 20 key dimensions per head, relative positions.
 
 :class:`WideResNet` is also the skeleton of the reproduced study's Wide-ResNet
-(:func:`aalib.models.seed.seed_wrn`): its stem conv-BN-ReLU followed by the first block's conv is
+(:func:`aalib.models.repro.repro_wrn`): its stem conv-BN-ReLU followed by the first block's conv is
 exactly a pre-activation block's BN-ReLU-conv, so only widths, strides, biases, dropout kind and
 head differ, and those are constructor options.
 
@@ -20,25 +20,29 @@ Status: complete for CIFAR-style (3-stage) WRNs; no ImageNet-style stem or bottl
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 from torch import Tensor, nn
 
 from ..attention import ATTENTION_KINDS
-from ..layers import AugmentedConv2d
+from ..checks import check_choice, check_int, int_pair
+from ..layers import AugmentedConv2d, attention_channels, output_size
 from ._registry import register_model
 
-__all__ = ["WideResNet", "PreActBasicBlock", "check_in_channels", "conv3x3", "conv1x1", "wrn", "stage_sizes", "resolve_depth"]
+__all__ = ["WideResNet", "PreActBasicBlock", "check_attention", "check_in_channels", "conv3x3", "wrn",
+           "stage_sizes"]
 
-ATTENTIONS: tuple[str | None, ...] = (None, *ATTENTION_KINDS)  # None: no attention
 AUGMENT_CONVS: tuple[str, ...] = ("first", "second")
 
 
-def check_in_channels(in_channels: int) -> None:
+def check_attention(attention: str | None) -> str | None:
+    """A model's ``attention``: None (plain convolutions) or one of :data:`aalib.attention.ATTENTION_KINDS`."""
+    return check_choice("attention", attention, (None, *ATTENTION_KINDS))
+
+
+def check_in_channels(in_channels: int) -> int:
     """The input images' channel count must be a positive int."""
-    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
-        raise ValueError(f"in_channels must be a positive int (3 for colour, 1 for grey images), got {in_channels!r}")
+    return check_int("in_channels", in_channels, note="(3 for colour, 1 for grey images)")
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
@@ -62,32 +66,14 @@ def conv3x3_or_augmented(
 
 
 def stage_sizes(input_size: int | Sequence[int], strides: Sequence[int]) -> list[tuple[int, int]]:
-    """Feature-map size ``(H, W)`` of each stage for an input of ``input_size`` ('same' padding:
-    a stride ``s`` maps ``H`` to ``ceil(H / s)``)."""
-    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size):
-        raise ValueError(f"input_size must be a positive int or a pair (H, W) of them, got {input_size!r}")
+    """Feature-map size ``(H, W)`` of each stage for an input of ``input_size`` (one int or
+    ``(H, W)``): each stage's first block maps its input as :func:`aalib.layers.output_size` says."""
+    size = int_pair("input_size", input_size)
     sizes = []
-    height, width = size
     for stride in strides:
-        height, width = math.ceil(height / stride), math.ceil(width / stride)
-        sizes.append((height, width))
+        size = output_size(size, stride)
+        sizes.append(size)
     return sizes
-
-
-def resolve_depth(value: int | float, out_channels: int, heads: int, name: str) -> int:
-    """Channels of ``dk``/``dv``: an int is taken as is; a float in (0, 1] is a fraction of
-    ``out_channels`` (Bello's kappa, upsilon), rounded to the nearest multiple of ``heads`` (at least
-    one per head) so that the heads split it evenly."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be an int (channels) or a float in (0, 1], got {value!r}")
-    if isinstance(value, float):
-        if not 0.0 < value <= 1.0:
-            raise ValueError(f"{name}={value} as a fraction of out_channels must lie in (0, 1]")
-        return heads * max(1, round(value * out_channels / heads))
-    if value < 1:
-        raise ValueError(f"{name}={value} channels must be >= 1")
-    return value
 
 
 class PreActBasicBlock(nn.Module):
@@ -121,8 +107,7 @@ class PreActBasicBlock(nn.Module):
         augment_conv: str = "first",
     ) -> None:
         super().__init__()
-        if augment_conv not in AUGMENT_CONVS:
-            raise ValueError(f"augment_conv must be one of {AUGMENT_CONVS}, got {augment_conv!r}")
+        check_choice("augment_conv", augment_conv, AUGMENT_CONVS)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
         first = attention if augment_conv == "first" else None
@@ -192,13 +177,10 @@ class WideResNet(nn.Module):
         super().__init__()
         if len(widths) != 3 or len(strides) != 3:
             raise ValueError(f"widths and strides must have 3 entries (one per stage), got {widths!r}, {strides!r}")
-        if blocks_per_stage < 1:
-            raise ValueError(f"blocks_per_stage must be >= 1, got {blocks_per_stage}")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        check_int("blocks_per_stage", blocks_per_stage)
+        check_int("num_classes", num_classes)
         check_in_channels(in_channels)
-        if init not in ("kaiming", "default"):
-            raise ValueError(f"init must be 'kaiming' or 'default', got {init!r}")
+        check_choice("init", init, ("kaiming", "default"))
         attention = [None, None, None] if attention is None else list(attention)
         if len(attention) != 3:
             raise ValueError(f"attention must give one entry per stage (3), got {len(attention)}")
@@ -268,6 +250,9 @@ class WideResNet(nn.Module):
         return self.head(x)  # B, num_classes
 
 
+_DEPTH_RULE = "of the form 6n+4 (10, 16, 22, 28, ...)"
+
+
 @register_model
 def wrn(
     *,
@@ -302,7 +287,8 @@ def wrn(
         attention: None (plain WRN), ``"softmax"`` (AA), ``"linear"`` (LAA, Shen et al.) or
             ``"linear_swapped"`` (the reproduced study's defective LAA, for ablations).
         dk, dv: key and value depth per augmented layer; a float is a fraction of the layer's
-            output channels (kappa, upsilon), rounded to a multiple of ``heads``; an int is channels.
+            output channels (kappa, upsilon), rounded to a multiple of ``heads`` as
+            :func:`aalib.layers.attention_channels` does for the layer itself; an int is channels.
         heads: attention heads ``Nh``.
         min_key_dims_per_head: dk is raised to ``heads * min_key_dims_per_head`` when smaller
             (Bello et al.: "at least 20 dimensions per head for the keys"); 0 disables.
@@ -314,24 +300,19 @@ def wrn(
             stage's map size at this input (32, 16, 8 for 32x32), so the logits are exactly Bello's
             at that size and offsets beyond it are clipped at other sizes.
     """
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
-        raise ValueError(f"depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...), got {depth!r}")
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise ValueError(f"width must be a positive int, got {width!r}")
-    if attention not in ATTENTIONS:
-        raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
-    if augment_conv not in AUGMENT_CONVS:
-        raise ValueError(f"augment_conv must be one of {AUGMENT_CONVS}, got {augment_conv!r}")
-    if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
-        raise ValueError(f"heads must be a positive int, got {heads!r}")
+    if check_int("depth", depth, 10, note=_DEPTH_RULE) % 6 != 4:
+        raise ValueError(f"depth must be an int >= 10 {_DEPTH_RULE}, got {depth!r}")
+    check_int("width", width)
+    check_attention(attention)
+    check_choice("augment_conv", augment_conv, AUGMENT_CONVS)
+    check_int("heads", heads)
     try:
         stages_set = set(augment_stages)
     except TypeError:
         stages_set = {augment_stages}  # a bare int: reported below unless valid
     if not stages_set <= {1, 2, 3}:
         raise ValueError(f"augment_stages must be drawn from (1, 2, 3), got {augment_stages!r}")
-    if isinstance(min_key_dims_per_head, bool) or not isinstance(min_key_dims_per_head, int) or min_key_dims_per_head < 0:
-        raise ValueError(f"min_key_dims_per_head must be an int >= 0, got {min_key_dims_per_head!r}")
+    check_int("min_key_dims_per_head", min_key_dims_per_head, 0)
     widths = (16 * width, 32 * width, 64 * width)
     strides = (1, 2, 2)
     sizes = stage_sizes(input_size, strides)
@@ -343,10 +324,10 @@ def wrn(
         for stage, (out_channels, extent) in enumerate(zip(widths, sizes), start=1):
             if stage not in stages_set:
                 continue
-            stage_dk = max(resolve_depth(dk, out_channels, heads, "dk"), heads * min_key_dims_per_head)
+            stage_dk = max(attention_channels(dk, out_channels, heads, "dk"), heads * min_key_dims_per_head)
             per_stage[stage - 1] = {
                 "dk": stage_dk,
-                "dv": resolve_depth(dv, out_channels, heads, "dv"),
+                "dv": attention_channels(dv, out_channels, heads, "dv"),
                 "heads": heads,
                 "attention": attention,
                 "position": position,

@@ -1,12 +1,13 @@
-"""Run experiments through papermill: ``aalib run`` and ``aalib sweep``.
+"""Batch runs of the papermill notebooks: ``aalib run``, ``aalib sweep`` and the report of ``aalib report``.
 
-Each run executes ``notebooks/train.ipynb`` with a params file's keys as the notebook's
-parameters, into ``<runs_dir>/<name>/seed<k>/``: the executed notebook, the effective
-``params.yaml``, and what the trainer writes there (``metrics.csv``, ``summary.json``,
-checkpoints, ``train.log``, the learning-curve figure). A finished run is skipped; an interrupted
-one resumes from its last checkpoint, because the trainer does when pointed at the same folder.
-The same run works without this module:
-``papermill notebooks/train.ipynb OUT.ipynb -f params/x.yaml``.
+Each run executes the training notebook that ships with the package as package data
+(``aalib/notebooks/train.ipynb``, :data:`TRAIN_NOTEBOOK`, so any install works from any folder)
+with a params file's keys as the notebook's parameters, into ``<runs_dir>/<name>/seed<k>/``: the
+executed notebook, the effective ``params.yaml``, and what the trainer writes there
+(``metrics.csv``, ``summary.json``, checkpoints, ``train.log``, the learning-curve figure). A
+finished run is skipped; an interrupted one resumes from its last checkpoint, because the trainer
+does when pointed at the same folder. The same run works without this module:
+``papermill aalib/notebooks/train.ipynb OUT.ipynb -f params/x.yaml``.
 
 Beyond one process: ``sweep(..., jobs=N)`` runs N plans at once, each as its own ``aalib run``
 process (:meth:`RunPlan.command`), optionally each on its own GPU (``devices``, through
@@ -32,24 +33,24 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
+from .checks import check_int
 from .config import ConfigError, TrainConfig, config_from_dict, read_params
 from .experiment import validate_config
 from .io import atomic_write
 from .lock import HELD_BY_PARENT, RunFolderBusy, RunLock
 
-__all__ = ["NOTEBOOKS", "RunPlan", "config_from_parameters", "expand_params", "plan_runs", "execute_run", "sweep",
-           "list_commands"]
+__all__ = ["TRAIN_NOTEBOOK", "RunPlan", "config_from_parameters", "plan_runs", "execute_run", "sweep",
+           "list_commands", "build_report"]
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parent / "notebooks"  # the batch notebooks: package data, found in any install
 TRAIN_NOTEBOOK = NOTEBOOKS / "train.ipynb"
 CONFIG_KEYS: tuple[str, ...] = tuple(f.name for f in fields(TrainConfig))
 
 
 def config_from_parameters(namespace: dict[str, Any], where: str = "notebook parameters") -> TrainConfig:
-    """The notebook's side: a validated TrainConfig from its parameter variables (extra names ignored)."""
-    config = config_from_dict({key: namespace[key] for key in CONFIG_KEYS if key in namespace}, where)
-    validate_config(config, where)
-    return config
+    """The notebook's side: a type-checked TrainConfig from its parameter variables (extra names
+    ignored); :func:`aalib.train.train` checks its values before any work."""
+    return config_from_dict({key: namespace[key] for key in CONFIG_KEYS if key in namespace}, where)
 
 
 class RunPlan:
@@ -129,7 +130,7 @@ def execute_run(plan: RunPlan, *, notebook: Path = TRAIN_NOTEBOOK, log: Callable
         log(f"{plan.out_dir}: finished, skipped")
         return "finished"
     if not notebook.is_file():
-        raise FileNotFoundError(f"training notebook not found: {notebook} (aalib runs from a source checkout)")
+        raise FileNotFoundError(f"training notebook not found: {notebook}")
     with RunLock(plan.out_dir):
         log(f"{plan.out_dir}: {'resuming' if plan.status != 'new' else 'starting'} ({plan.params_file})")
         atomic_write(plan.out_dir / "params.yaml", lambda h: yaml.safe_dump(plan.parameters, h, sort_keys=False))
@@ -163,8 +164,10 @@ def _plan_all(paths: Iterable[str | Path], overrides: list[str], runs_dir: str |
 
 
 def _check_jobs(jobs: int, devices: list[str] | None) -> None:
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ConfigError(f"jobs must be an integer >= 1, got {jobs!r}")
+    try:
+        check_int("jobs", jobs)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if devices is not None and (not devices or not all(isinstance(d, str) and d.strip() for d in devices)):
         raise ConfigError(f"devices must be a non-empty list of GPU indices (for example 0,1,2,3), got {devices!r}")
 
@@ -203,7 +206,7 @@ def sweep(
                 for index, plan in enumerate(plans, 1)}
     if not skip_busy or notebook != TRAIN_NOTEBOOK:
         raise ValueError("skip_busy=False and another notebook need jobs=1 and no devices (runs in other processes "
-                         "execute notebooks/train.ipynb and report busy folders)")
+                         "execute the package's train.ipynb and report busy folders)")
     return _ProcessPool(jobs, devices, log).run(plans)
 
 
@@ -302,22 +305,22 @@ REPORT_NOTEBOOK = NOTEBOOKS / "report.ipynb"
 
 
 def build_report(runs_dir: str | Path, out_dir: str | Path | None = None, *, notebook: Path = REPORT_NOTEBOOK) -> dict[str, Any]:
-    """Execute ``notebooks/report.ipynb`` on ``runs_dir`` into ``out_dir`` and convert it to HTML.
+    """Execute the report notebook on ``runs_dir`` into ``out_dir`` and convert it to HTML.
 
-    Returns the tables (from :mod:`aalib.report`, not from the notebook's output), the long-range
-    verdict, the paths written and a text summary for the terminal.
+    The notebook reads and judges the runs, once (:func:`aalib.report.write_report`, which also
+    writes the terminal summary ``summary.txt``); this returns the paths of the HTML and of the
+    executed notebook and that summary with the paths, for the terminal. A folder without runs is
+    a FileNotFoundError before anything is written.
     """
     import nbformat
     import papermill
     from nbconvert import HTMLExporter
 
-    from .report import collect, dataset_tables, study_verdict, summarize, unfinished
-    from .runs import scan_runs
+    from .report import require_runs
 
     runs_dir = Path(runs_dir)
     out_dir = Path(out_dir) if out_dir is not None else runs_dir / "report"
-    found, damaged = scan_runs(runs_dir)
-    runs = collect(runs_dir, found, damaged)  # a folder without runs fails here, before anything is written
+    require_runs(runs_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / "report.ipynb"
     papermill.execute_notebook(str(notebook), str(executed), parameters={"runs_dir": str(runs_dir), "output_dir": str(out_dir)},
@@ -326,19 +329,9 @@ def build_report(runs_dir: str | Path, out_dir: str | Path | None = None, *, not
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     html, _ = exporter.from_notebook_node(nbformat.read(executed, as_version=4))
     atomic_write(out_dir / "report.html", lambda handle: handle.write(html))
-    summary, verdict = summarize(runs), study_verdict(runs)
-    shown = ["seeds", "finished", "top1", "top1 median", "top1 per seed", "solved", "top5"]
-    tables = [f"{dataset}:\n{table[[c for c in shown if c in table]].to_string()}" for dataset, table in dataset_tables(summary).items()]
-    waiting = unfinished(runs)
     text = "\n".join([
-        *tables,
-        "",
-        *verdict,
-        "",
-        *([f"{len(waiting)} unfinished run(s), left out of the verdict: "
-           + ", ".join(f"{row.experiment} seed {row.seed} ({row.status})" for row in waiting.itertuples())] if len(waiting) else []),
-        *([f"skipped {len(damaged)} damaged run folder(s):"] + [f"  {d.path}: {d.reason}" for d in damaged] if damaged else []),
+        (out_dir / "summary.txt").read_text(),
         f"report: {out_dir / 'report.html'}",
         f"executed notebooks: {executed} and {runs_dir}/<name>/seed<k>/train.ipynb",
     ])
-    return {"summary": summary, "verdict": verdict, "html": out_dir / "report.html", "notebook": executed, "text": text}
+    return {"html": out_dir / "report.html", "notebook": executed, "text": text}
