@@ -55,3 +55,10 @@ def test_dispatch_through_bench_main(tmp_path):
             "--in-process", "--out", str(out)]
     assert main(argv) == 0
     assert json.loads(out.read_text())["settings"]["subprocess_per_run"] is False
+
+
+def test_default_models_are_the_studys_six_registered_models() -> None:
+    from aalib.models import list_models
+
+    assert len(bench_train.DEFAULT_MODELS) == 6
+    assert {bench_train.MODEL_SPECS[name][0] for name in bench_train.DEFAULT_MODELS} <= set(list_models())

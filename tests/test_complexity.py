@@ -251,7 +251,7 @@ def test_complexity_notebook_through_papermill(tmp_path):
     assert {(s["variant"], s["impl"], s["metric"]) for s in results["slopes"]} == {
         (v, i, m) for v in layer_cost.LAYER_VARIANTS for i in layer_cost.IMPLS for m in ("ms", "peak_mib")}
     assert len(results["measured_crossovers"]) == 4
-    assert [layer["below_crossover"] for layer in results["seed"]["layers"]] == [False, False, True, True, True, True]
+    assert [layer["below_crossover"] for layer in results["repro"]["layers"]] == [False, False, True, True, True, True]
 
     with open(out / "complexity.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
