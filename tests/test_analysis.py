@@ -8,25 +8,24 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from aalib.analysis import (
-    AttentionPanel,
-    capture_layer_inputs,
-    collect_attention_maps,
     default_gradcam_layer,
     effective_receptive_field,
     grad_cam,
-    grid_index,
-    input_to_grid,
     integrated_gradients,
-    plot_attention_over_image,
-    plot_attributions,
     plot_context_maps,
-    plot_erf_grid,
-    plot_theoretical_rf,
-    query_map,
     save_figure,
     theoretical_receptive_fields,
+)
+from aalib.analysis.maps import (
+    capture_layer_inputs,
+    collect_attention_maps,
+    grid_index,
+    input_to_grid,
+    query_map,
+    query_maps,
     upsample_to_image,
 )
+from aalib.analysis.plots import plot_attention_over_image, plot_attributions, plot_erf_grid, plot_theoretical_rf
 from aalib.layers import AugmentedConv2d
 from aalib.models import build_model
 
@@ -178,11 +177,12 @@ def test_attributions_have_input_shape_and_are_finite(images: torch.Tensor, atte
 
 def test_figure_builders_return_figures(images: torch.Tensor, tmp_path) -> None:
     pixels = (images.sigmoid() * 255).to(torch.uint8)
-    panel = AttentionPanel("m", pixels[0], (3, 4), torch.rand(2, SIZE, SIZE), ["head 0", "head 1"], [(1, 1), (2, 2)])
+    layer = collect_attention_maps(simple_cnn("softmax"), images[:1])[0]
+    row = ("m", pixels[0], query_maps(layer, (SIZE, SIZE), (3, 4)))
     erf = effective_receptive_field(simple_cnn(None), images[:1])
     fields = theoretical_receptive_fields(simple_cnn(None))
     figures = [
-        plot_attention_over_image([panel, panel]),
+        plot_attention_over_image([row, row]),
         plot_context_maps(torch.rand(2, 4, 8, 8), max_maps=3),
         plot_theoretical_rf({"cnn": fields, "aa": theoretical_receptive_fields(simple_cnn("softmax"))}, SIZE, highlight=2),
         plot_erf_grid({"cnn": {"untrained": erf, "trained": erf}}, {"cnn": fields[-1]}),

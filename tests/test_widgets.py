@@ -7,7 +7,8 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from aalib.analysis import input_to_grid, load_sources, untrained_sources
+from aalib.analysis import load_sources, untrained_sources
+from aalib.analysis.maps import input_to_grid
 from aalib.config import TrainConfig
 from aalib.models import build_model
 from aalib.train import train

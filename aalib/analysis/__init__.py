@@ -11,8 +11,8 @@
   and why some seeds fail (:func:`~aalib.analysis.long_range.diagnose`, used by the report).
 
 The package exports the sources, the figure-level views the notebooks and :mod:`aalib.widgets`
-call, the result types they return and the maps, fields, attributions and figure builders they
-are made of; helpers used only inside the package are imported from their submodule.
+call and the result types they return; the building blocks (hooks, grid coordinates, plot
+builders) are imported from their submodule.
 
 >>> from aalib.analysis import load_sources, attention_figure
 >>> sources, note = load_sources("runs/long_range", image_count=4)   # untrained fallback if none
@@ -20,28 +20,11 @@ are made of; helpers used only inside the package are imported from their submod
 """
 
 from .attribution import default_gradcam_layer, grad_cam, integrated_gradients
-from .maps import (
-    LayerMaps,
-    capture_layer_inputs,
-    collect_attention_maps,
-    grid_index,
-    input_to_grid,
-    query_map,
-    upsample_to_image,
-)
-from .plots import (
-    AttentionPanel,
-    plot_attention_over_image,
-    plot_attributions,
-    plot_context_maps,
-    plot_erf_grid,
-    plot_theoretical_rf,
-    save_figure,
-)
+from .maps import LayerMaps, QueryMaps
+from .plots import plot_context_maps, save_figure
 from .receptive import EffectiveReceptiveField, ReceptiveField, effective_receptive_field, theoretical_receptive_fields
 from .sources import ModelSource, as_sources, load_sources, untrained_sources
 from .views import (
-    QueryMaps,
     attention_figure,
     attention_sources,
     attribution_figure,
@@ -53,7 +36,6 @@ from .views import (
 )
 
 __all__ = [
-    "AttentionPanel",
     "EffectiveReceptiveField",
     "LayerMaps",
     "ModelSource",
@@ -64,27 +46,17 @@ __all__ = [
     "attention_sources",
     "attribution_figure",
     "attribution_study",
-    "capture_layer_inputs",
-    "collect_attention_maps",
     "default_gradcam_layer",
     "effective_receptive_field",
     "erf_figure",
     "erf_summary",
     "erf_study",
     "grad_cam",
-    "grid_index",
-    "input_to_grid",
     "integrated_gradients",
     "load_sources",
-    "plot_attention_over_image",
-    "plot_attributions",
     "plot_context_maps",
-    "plot_erf_grid",
-    "plot_theoretical_rf",
-    "query_map",
     "save_figure",
     "theoretical_figure",
     "theoretical_receptive_fields",
     "untrained_sources",
-    "upsample_to_image",
 ]

@@ -38,6 +38,8 @@ __all__ = [
     "grid_index",
     "query_map",
     "upsample_to_image",
+    "QueryMaps",
+    "query_maps",
 ]
 
 
@@ -139,3 +141,31 @@ def upsample_to_image(grid_maps: Tensor, image_size: tuple[int, int], mode: str 
     kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
     out = F.interpolate(flat, size=tuple(image_size), mode=mode, **kwargs)  # M, 1, H, W
     return out.reshape(*lead, *image_size)
+
+
+@dataclass(frozen=True)
+class QueryMaps:
+    """Where one query pixel looks, in one layer, for one image (batch index 0 of ``layer``)."""
+
+    layer: LayerMaps
+    query: tuple[int, int]  # (y, x) input pixel
+    query_grid: tuple[int, int]  # (y', x') cell of the layer's grid
+    heads: tuple[int, ...]  # which heads the maps below hold
+    grid_maps: Tensor  # len(heads), H', W': attention rows as images, each sums to 1
+    image_maps: Tensor  # len(heads), H, W: the same upsampled onto the input (nearest)
+    argmax: tuple[tuple[int, int], ...]  # per head, the input pixel at the centre of the peak cell
+
+
+def query_maps(
+    layer: LayerMaps, image_size: tuple[int, int], query: tuple[int, int], heads: Sequence[int] | None = None
+) -> QueryMaps:
+    """Attention of input pixel ``query`` in ``layer`` (heads: all by default), on grid and image."""
+    heads = tuple(range(layer.heads)) if heads is None else tuple(heads)
+    cell = input_to_grid(query[0], query[1], image_size, layer.grid)
+    rows = query_map(layer.maps[0, list(heads)], grid_index(*cell, layer.grid), layer.grid)  # heads, H', W'
+    scale = (image_size[0] / layer.grid[0], image_size[1] / layer.grid[1])
+    argmax = []
+    for grid_map in rows:
+        gy, gx = divmod(int(grid_map.argmax()), layer.grid[1])
+        argmax.append((min(int((gy + 0.5) * scale[0]), image_size[0] - 1), min(int((gx + 0.5) * scale[1]), image_size[1] - 1)))
+    return QueryMaps(layer, tuple(query), cell, heads, rows, upsample_to_image(rows, image_size), tuple(argmax))

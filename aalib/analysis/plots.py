@@ -8,7 +8,6 @@ the caller's back: a notebook displays the returned figure, a script saves it
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -18,10 +17,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
+from .maps import QueryMaps
 from .receptive import EffectiveReceptiveField, ReceptiveField
 
 __all__ = [
-    "AttentionPanel",
     "plot_attention_over_image",
     "plot_context_maps",
     "plot_theoretical_rf",
@@ -50,41 +49,30 @@ def _hide_ticks(ax) -> None:
     ax.set_yticks([])
 
 
-@dataclass(frozen=True)
-class AttentionPanel:
-    """One row of :func:`plot_attention_over_image`: a model's maps for one image and query."""
-
-    title: str  # row label, e.g. "simple_aacnn / features.4.conv (softmax)"
-    image: Tensor  # C, H, W uint8
-    query: tuple[int, int]  # (y, x) input pixel of the query
-    maps: Tensor  # heads shown, H, W: attention of the query, upsampled onto the image
-    labels: Sequence[str]  # one caption per map, e.g. "head 0"
-    argmax: Sequence[tuple[int, int]] = ()  # optional (y, x) input pixel of each map's peak
-
-
-def plot_attention_over_image(panels: Sequence[AttentionPanel]) -> Figure:
-    """Rows = panels (e.g. AA and LAA side by side); columns = the image with the query pixel
-    (cyan cross), then each map over the image, its peak marked (white circle)."""
-    if not panels:
-        raise ValueError("no panels to plot")
-    columns = 1 + max(p.maps.shape[0] for p in panels)
-    fig = Figure(figsize=(2.4 * columns, 2.5 * len(panels)), layout="constrained")
-    axes = np.atleast_2d(fig.subplots(len(panels), columns, squeeze=False))
-    for row, panel in zip(axes, panels):
-        picture = image_for_display(panel.image)
+def plot_attention_over_image(rows: Sequence[tuple[str, Tensor, QueryMaps]]) -> Figure:
+    """One row per ``(title, image, maps)`` (e.g. AA and LAA side by side; ``image``: C, H, W
+    uint8; ``maps``: :func:`~aalib.analysis.maps.query_maps` of one layer for that image). Columns:
+    the image with the query pixel (cyan cross), then each head's map over the image, its peak
+    marked (white circle)."""
+    if not rows:
+        raise ValueError("no rows to plot")
+    columns = 1 + max(maps.image_maps.shape[0] for _, _, maps in rows)
+    fig = Figure(figsize=(2.4 * columns, 2.5 * len(rows)), layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(rows), columns, squeeze=False))
+    for row, (title, image, maps) in zip(axes, rows):
+        picture = image_for_display(image)
         row[0].imshow(picture, interpolation="nearest")
-        row[0].plot(panel.query[1], panel.query[0], "c+", markersize=12, markeredgewidth=2)
-        row[0].set_title(panel.title, fontsize=8, loc="left")
+        row[0].plot(maps.query[1], maps.query[0], "c+", markersize=12, markeredgewidth=2)
+        row[0].set_title(title, fontsize=8, loc="left")
         for col, ax in enumerate(row[1:]):
-            if col >= panel.maps.shape[0]:
+            if col >= maps.image_maps.shape[0]:
                 ax.axis("off")
                 continue
             ax.imshow(picture, interpolation="nearest")
-            ax.imshow(panel.maps[col].cpu().numpy(), cmap=_MAP_CMAP, alpha=_OVERLAY_ALPHA, interpolation="nearest")
-            ax.plot(panel.query[1], panel.query[0], "c+", markersize=10, markeredgewidth=2)
-            if col < len(panel.argmax):
-                ax.plot(panel.argmax[col][1], panel.argmax[col][0], "wo", markersize=7, fillstyle="none")
-            ax.set_title(panel.labels[col], fontsize=8)
+            ax.imshow(maps.image_maps[col].cpu().numpy(), cmap=_MAP_CMAP, alpha=_OVERLAY_ALPHA, interpolation="nearest")
+            ax.plot(maps.query[1], maps.query[0], "c+", markersize=10, markeredgewidth=2)
+            ax.plot(maps.argmax[col][1], maps.argmax[col][0], "wo", markersize=7, fillstyle="none")
+            ax.set_title(f"head {maps.heads[col]}", fontsize=8)
         for ax in row:
             _hide_ticks(ax)
     return fig

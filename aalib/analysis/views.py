@@ -10,21 +10,19 @@ model's last layer means its last layer, and a negative index counts from the en
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Mapping
 
 from matplotlib.figure import Figure
 from torch import Tensor
 
 from ..models import attention_layers
 from .attribution import grad_cam, integrated_gradients
-from .maps import LayerMaps, collect_attention_maps, grid_index, input_to_grid, query_map, upsample_to_image
-from .plots import AttentionPanel, plot_attention_over_image, plot_attributions, plot_erf_grid, plot_theoretical_rf
+from .maps import LayerMaps, QueryMaps, collect_attention_maps, query_maps
+from .plots import plot_attention_over_image, plot_attributions, plot_erf_grid, plot_theoretical_rf
 from .receptive import EffectiveReceptiveField, ReceptiveField, effective_receptive_field, theoretical_receptive_fields
 from .sources import ModelSource
 
 __all__ = [
-    "QueryMaps",
     "attention_sources",
     "image_layer_maps",
     "attention_figure",
@@ -48,45 +46,6 @@ def image_layer_maps(source: ModelSource, image_index: int, trained: bool = True
     return collect_attention_maps(model, source.inputs(image_index))
 
 
-@dataclass(frozen=True)
-class QueryMaps:
-    """Where one query pixel looks, in one layer, for one image (batch index 0 of ``layer``)."""
-
-    layer: LayerMaps
-    query: tuple[int, int]  # (y, x) input pixel
-    query_grid: tuple[int, int]  # (y', x') cell of the layer's grid
-    heads: tuple[int, ...]  # which heads the maps below hold
-    grid_maps: Tensor  # len(heads), H', W': attention rows as images, each sums to 1
-    image_maps: Tensor  # len(heads), H, W: the same upsampled onto the input (nearest)
-    argmax: tuple[tuple[int, int], ...]  # per head, the input pixel at the centre of the peak cell
-
-
-def query_maps(
-    layer: LayerMaps, image_size: tuple[int, int], query: tuple[int, int], heads: Sequence[int] | None = None
-) -> QueryMaps:
-    """Attention of input pixel ``query`` in ``layer`` (heads: all by default), on grid and image."""
-    heads = tuple(range(layer.heads)) if heads is None else tuple(heads)
-    cell = input_to_grid(query[0], query[1], image_size, layer.grid)
-    rows = query_map(layer.maps[0, list(heads)], grid_index(*cell, layer.grid), layer.grid)  # heads, H', W'
-    scale = (image_size[0] / layer.grid[0], image_size[1] / layer.grid[1])
-    argmax = []
-    for grid_map in rows:
-        gy, gx = divmod(int(grid_map.argmax()), layer.grid[1])
-        argmax.append((min(int((gy + 0.5) * scale[0]), image_size[0] - 1), min(int((gx + 0.5) * scale[1]), image_size[1] - 1)))
-    return QueryMaps(layer, tuple(query), cell, heads, rows, upsample_to_image(rows, image_size), tuple(argmax))
-
-
-def _panel(name: str, source: ModelSource, image_index: int, maps: QueryMaps) -> AttentionPanel:
-    return AttentionPanel(
-        title=f"{name}, image {image_index}\n{maps.layer.name} ({maps.layer.attention}, {maps.layer.grid[0]}x{maps.layer.grid[1]})",
-        image=source.images[image_index],
-        query=maps.query,
-        maps=maps.image_maps,
-        labels=[f"head {h}" for h in maps.heads],
-        argmax=maps.argmax,
-    )
-
-
 def attention_figure(
     sources: Mapping[str, ModelSource],
     image_index: int,
@@ -101,7 +60,7 @@ def attention_figure(
     ``cache`` maps ``(name, image_index)`` to :func:`image_layer_maps` results and is filled in.
     """
     cache = {} if cache is None else cache
-    results, panels = {}, []
+    results, rows = {}, []
     for name, source in attention_sources(sources).items():
         key = (name, image_index)
         if key not in cache:
@@ -110,10 +69,11 @@ def attention_figure(
         layer = layers[min(layer_index, len(layers) - 1)]
         heads = None if head is None else [head % layer.heads]
         results[name] = query_maps(layer, source.image_size, query, heads)
-        panels.append(_panel(name, source, image_index, results[name]))
-    if not panels:
+        title = f"{name}, image {image_index}\n{layer.name} ({layer.attention}, {layer.grid[0]}x{layer.grid[1]})"
+        rows.append((title, source.images[image_index], results[name]))
+    if not rows:
         raise ValueError("none of the given models has an attention layer")
-    return plot_attention_over_image(panels), results
+    return plot_attention_over_image(rows), results
 
 
 def main_path_layer(source: ModelSource, layer_index: int) -> ReceptiveField:
