@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checks import first_line
 from .config import ConfigError, TrainConfig, config_diff
 from .io import atomic_write
 
@@ -73,8 +74,7 @@ class CheckpointError(ConfigError):
 
 def _first_line(exc: BaseException) -> str:
     """``Type: first line of the message`` (the first sentence of a long one)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    text = text.split(". ")[0]
+    text = first_line(exc).split(". ")[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

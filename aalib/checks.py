@@ -12,9 +12,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
-__all__ = ["check_int", "check_choice", "check_arguments", "int_pair"]
+__all__ = ["check_int", "check_choice", "check_arguments", "int_pair", "first_line"]
 
 T = TypeVar("T")
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (its type's name when it has none): what a one-line error
+    quotes of the exception behind it."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _is_int(value: Any) -> bool:

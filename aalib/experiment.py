@@ -15,15 +15,12 @@ from typing import Any
 from torch import nn
 
 from . import data, models
+from .checks import first_line
 from .config import ConfigError, TrainConfig, check_config, read_config
 
 __all__ = ["load_config", "validate_config", "load_dataset", "build_model_for"]
 
 _PER_RUN = ("num_classes",)  # model arguments the trainer fills from the dataset
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def validate_config(config: TrainConfig, where: str = "config") -> None:
@@ -40,7 +37,7 @@ def validate_config(config: TrainConfig, where: str = "config") -> None:
         try:
             check(name, [key for key in arguments if key not in _PER_RUN])
         except ValueError as exc:
-            raise ConfigError(f"{where}: {what}_args {_first_line(exc)}") from None
+            raise ConfigError(f"{where}: {what}_args {first_line(exc)}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
@@ -66,7 +63,7 @@ def load_dataset(config: TrainConfig) -> data.ImageSplits:
     try:
         return data.build_dataset(config.dataset, **_dataset_kwargs(config))
     except (TypeError, ValueError, pickle.UnpicklingError) as exc:
-        raise ConfigError(f"dataset {config.dataset!r}: {_first_line(exc)}") from None
+        raise ConfigError(f"dataset {config.dataset!r}: {first_line(exc)}") from None
 
 
 def build_model_for(config: TrainConfig, num_classes: int | None, image_shape: tuple[int, int, int] | None = None) -> nn.Module:
@@ -81,7 +78,7 @@ def build_model_for(config: TrainConfig, num_classes: int | None, image_shape: t
     try:
         model = models.build_model(config.model, **kwargs)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"model_args for {config.model!r} rejected: {_first_line(exc)}") from None
+        raise ConfigError(f"model_args for {config.model!r} rejected: {first_line(exc)}") from None
     if image_shape is not None:
         try:
             models.check_input_size(config.model, image_shape, **kwargs)

@@ -18,6 +18,8 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
+from .checks import first_line
+
 __all__ = ["RESULT_TAG", "run_in_fresh_process", "main"]
 
 RESULT_TAG = "AALIB_RESULT "
@@ -53,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         result = getattr(importlib.import_module(module), name)(**json.loads(arguments))
     except Exception as exc:
         traceback.print_exc()
-        message = str(exc).strip().splitlines()
-        result, status = {"error": f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__}, 1
+        result, status = {"error": f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__}, 1
     else:
         status = 0
     print(RESULT_TAG + json.dumps(result), flush=True)

@@ -83,6 +83,7 @@ from .checkpoint import (
     set_rng_state,
     write_metrics_csv,
 )
+from .checks import first_line
 from .config import ConfigError, TrainConfig
 from .data import DeviceLoader, ImageSplits
 from .distributed import DistInfo, all_reduce, barrier, dist_info_from_env, process_group, resolve_device
@@ -383,7 +384,7 @@ class _Run:
         except ConfigError:
             raise
         except ValueError as exc:  # e.g. crop_padding >= the image side
-            raise ConfigError(f"dataset {config.dataset!r}: {str(exc).splitlines()[0]}") from None
+            raise ConfigError(f"dataset {config.dataset!r}: {first_line(exc)}") from None
         steps_per_epoch = len(loaders["train"])
         if steps_per_epoch == 0:
             raise ConfigError(f"the training split of {config.dataset!r} is empty")

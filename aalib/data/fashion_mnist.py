@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..checks import check_int
+from ..checks import check_int, first_line
 from .splits import DatasetNotFoundError, ImageSplits, channel_stats, split_indices, take
 
 __all__ = [
@@ -139,8 +139,7 @@ def _download(root: Path) -> None:
     try:
         FashionMNIST(str(root), train=True, download=True)
     except (OSError, RuntimeError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DatasetNotFoundError.for_folder(root / TORCHVISION_FOLDER, f"Fashion-MNIST download failed ({message})",
+        raise DatasetNotFoundError.for_folder(root / TORCHVISION_FOLDER, f"Fashion-MNIST download failed ({first_line(error)})",
                                               _LAYOUT, _how_to_get(root)) from error
 
 

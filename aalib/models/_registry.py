@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checks import check_arguments
+from ..checks import check_arguments, first_line
 from ..layers import AugmentedConv2d
 
 __all__ = [
@@ -119,7 +119,7 @@ def _kernel_problem(model: nn.Module, channels: int, height: int, width: int) ->
         with torch.no_grad():
             model(torch.empty(1, channels, height, width, device="meta"))
     except RuntimeError as exc:  # e.g. a pooling whose output would be empty
-        found.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        found.append(first_line(exc))
     finally:
         for handle in handles:
             handle.remove()
