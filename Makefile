@@ -4,11 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.aalib-installed
+# the layer benchmark whose slopes stand beside the trade-off study's training slopes
+LAYER_BENCH := benchmarks/attention_cpu-2core_2026-12-01.json
 
 # $(call publish,RUNS_DIR,DOCS_DIR): a report's tables, figures and report.md into a committed docs folder
 publish = mkdir -p $(2) && cp $(1)/report/*.csv $(1)/report/*.png $(1)/report/report.md $(2)/
 
-.PHONY: demo long-range fashion-mnist test bench gpu-check lab strip-notebooks venv clean
+.PHONY: demo long-range fashion-mnist study test bench gpu-check lab strip-notebooks venv clean
 
 demo: $(STAMP)  ## the main job: the long-range study (3 shallow models, papermill), then its report
 	$(PY) -m aalib sweep params/long_range --runs-dir runs/long_range
@@ -23,6 +25,12 @@ fashion-mnist: $(STAMP)  ## the shallow study on real images (about an hour on 2
 	$(PY) -m aalib sweep params/fashion_mnist --runs-dir runs/fashion_mnist
 	$(PY) -m aalib report runs/fashion_mnist
 	$(call publish,runs/fashion_mnist,docs/fashion_mnist)
+
+study: $(STAMP)  ## the AA vs LAA trade-off study (at most 90 minutes on 2 cores): distance, resolution and Pathfinder sweeps, then its report; results into docs/study/
+	$(PY) -m aalib sweep params/study/distance params/study/pathfinder params/study/resolution --runs-dir runs/study
+	$(PY) -m aalib report runs/study --study --layer-bench $(LAYER_BENCH)
+	$(call publish,runs/study,docs/study)
+	cp runs/study/report/answers.md docs/study/
 
 test: $(STAMP)  ## the test suite (CPU, no network)
 	$(PY) -m pytest

@@ -6,6 +6,7 @@
     python -m aalib sweep params/long_range --jobs 4 --devices 0,1,2,3        # four at once, one per GPU
     python -m aalib sweep params/long_range --list > runs.txt                 # one command per run (job arrays)
     python -m aalib report runs/long_range                                   # tables, figures, HTML report
+    python -m aalib report runs/study --study                                # the trade-off study's report
     python -m aalib train params/sound/cifar100_aa_wrn.yaml --set epochs=10 --set model_args.heads=4 --out runs/try
     torchrun --nproc_per_node 4 -m aalib train params/bello/cifar100_aa_wrn28_10.yaml
 
@@ -135,13 +136,28 @@ def _run_notebooks(args: argparse.Namespace) -> int:
 def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs_dir", type=Path, help="folder holding run folders (any depth)")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: RUNS_DIR/report)")
+    parser.add_argument("--study", action="store_true",
+                        help="the trade-off study's report (aalib/study.py: distance, resolution, Pathfinder)")
+    parser.add_argument("--layer-bench", type=Path, default=None, metavar="FILE",
+                        help="with --study: a results file of `python -m aalib.bench attention`, whose slopes "
+                             "stand beside the training ones")
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from .batch import build_report
+    from .batch import STUDY_NOTEBOOK, build_report
 
+    if args.layer_bench is not None and not args.study:
+        print("aalib report: error: --layer-bench goes with --study", file=sys.stderr)
+        return 2
+    if args.layer_bench is not None and not args.layer_bench.is_file():
+        print(f"aalib report: error: --layer-bench {args.layer_bench}: no such file", file=sys.stderr)
+        return 2
     try:
-        result = build_report(args.runs_dir, args.out)
+        if args.study:
+            result = build_report(args.runs_dir, args.out, notebook=STUDY_NOTEBOOK,
+                                  parameters={"layer_bench": str(args.layer_bench or "")})
+        else:
+            result = build_report(args.runs_dir, args.out)
     except FileNotFoundError as exc:
         print(f"aalib report: error: {exc}", file=sys.stderr)
         return 2

@@ -81,8 +81,10 @@ __all__ = [
     "LINEAR_KINDS",
     "attention_weights",
     "linear_attention",
+    "linear_factors",
     "relative_logits",
     "softmax_attention",
+    "swapped_factors",
     "swapped_linear_attention",
 ]
 
@@ -498,7 +500,7 @@ def softmax_attention(
     return _fused_attention(q_ext, k_ext, v, scale)
 
 
-def _linear_factors(q: Tensor, k: Tensor, feature_dim: int = -1) -> tuple[Tensor, Tensor]:
+def linear_factors(q: Tensor, k: Tensor, feature_dim: int = -1) -> tuple[Tensor, Tensor]:
     """Shen et al.'s normalisers: rho_q = softmax over each query's features,
     rho_k = softmax of each key feature over the N positions (the other of the last two dims)."""
     position_dim = -2 if feature_dim == -1 else -1
@@ -522,12 +524,12 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     _check_v(k, v)
     # Feature-major layout: a conv's q/k/v arrive as transposed views of (d, N) storage, so
     # softmaxes and products run on contiguous memory and the output goes back without a copy.
-    q_soft, k_soft = _linear_factors(q.transpose(-2, -1), k.transpose(-2, -1), feature_dim=-2)  # B, heads, dkh, N
+    q_soft, k_soft = linear_factors(q.transpose(-2, -1), k.transpose(-2, -1), feature_dim=-2)  # B, heads, dkh, N
     context = k_soft @ v  # B, heads, dkh, dvh
     return (context.transpose(-2, -1) @ q_soft).transpose(-2, -1)  # B, heads, N, dvh
 
 
-def _swapped_factors(q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+def swapped_factors(q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
     """The reproduced study's normalisers: q and k scaled by ``dkh ** -0.5``, then each query
     feature softmaxed over the N positions and each key over its dkh features."""
     scale = q.shape[-1] ** -0.5
@@ -548,7 +550,7 @@ def swapped_linear_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """
     _check_qk(q, k)
     _check_v(k, v)
-    q_soft, k_soft = _swapped_factors(q, k)  # B, heads, N, dkh each
+    q_soft, k_soft = swapped_factors(q, k)  # B, heads, N, dkh each
     context = k_soft.transpose(-2, -1) @ v  # B, heads, dkh, dvh
     return q_soft @ context  # B, heads, N, dvh
 
@@ -581,5 +583,5 @@ def attention_weights(
         return (logits * q.shape[-1] ** -0.5).softmax(dim=-1)
     if rel_h is not None or rel_w is not None:
         raise ValueError(f"attention={attention!r} takes no relative logits: linear attention has no N x N logits")
-    q_soft, k_soft = _linear_factors(q, k) if attention == "linear" else _swapped_factors(q, k)
+    q_soft, k_soft = linear_factors(q, k) if attention == "linear" else swapped_factors(q, k)
     return q_soft @ k_soft.transpose(-2, -1)  # B, heads, N, N

@@ -40,7 +40,7 @@ from .io import atomic_write
 from .lock import HELD_BY_PARENT, RunFolderBusy, RunLock
 
 __all__ = ["TRAIN_NOTEBOOK", "RunPlan", "config_from_parameters", "plan_runs", "execute_run", "sweep",
-           "list_commands", "build_report"]
+           "list_commands", "build_report", "STUDY_NOTEBOOK"]
 
 NOTEBOOKS = Path(__file__).resolve().parent / "notebooks"  # the batch notebooks: package data, found in any install
 TRAIN_NOTEBOOK = NOTEBOOKS / "train.ipynb"
@@ -302,15 +302,18 @@ def list_commands(paths: Iterable[str | Path], *, overrides: list[str] = (), run
 
 
 REPORT_NOTEBOOK = NOTEBOOKS / "report.ipynb"
+STUDY_NOTEBOOK = NOTEBOOKS / "study.ipynb"  # the trade-off study's report (aalib.study)
 
 
-def build_report(runs_dir: str | Path, out_dir: str | Path | None = None, *, notebook: Path = REPORT_NOTEBOOK) -> dict[str, Any]:
+def build_report(runs_dir: str | Path, out_dir: str | Path | None = None, *, notebook: Path = REPORT_NOTEBOOK,
+                 parameters: dict[str, Any] | None = None) -> dict[str, Any]:
     """Execute the report notebook on ``runs_dir`` into ``out_dir`` and convert it to HTML.
 
-    The notebook reads and judges the runs, once (:func:`aalib.report.write_report`, which also
-    writes the terminal summary ``summary.txt``); this returns the paths of the HTML and of the
-    executed notebook and that summary with the paths, for the terminal. A folder without runs is
-    a FileNotFoundError before anything is written.
+    The notebook reads and judges the runs, once (:func:`aalib.report.write_report`, or
+    :func:`aalib.study.write_study_report` for :data:`STUDY_NOTEBOOK`, which also write the
+    terminal summary ``summary.txt``); ``parameters``: the notebook's other parameters. This
+    returns the paths of the HTML and of the executed notebook and that summary with the paths,
+    for the terminal. A folder without runs is a FileNotFoundError before anything is written.
     """
     import nbformat
     import papermill
@@ -323,7 +326,7 @@ def build_report(runs_dir: str | Path, out_dir: str | Path | None = None, *, not
     require_runs(runs_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / "report.ipynb"
-    papermill.execute_notebook(str(notebook), str(executed), parameters={"runs_dir": str(runs_dir), "output_dir": str(out_dir)},
+    papermill.execute_notebook(str(notebook), str(executed), parameters={**(parameters or {}), "runs_dir": str(runs_dir), "output_dir": str(out_dir)},
                                kernel_name="python3", progress_bar=False)
     # report.html is for reading: outputs only (the executed notebook keeps the code)
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)

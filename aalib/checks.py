@@ -9,10 +9,12 @@ depends on (``"for 16x16 images"``), after the allowed values.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
-__all__ = ["check_int", "check_choice", "check_arguments", "int_pair", "first_line"]
+__all__ = ["check_int", "check_float", "check_choice", "check_arguments", "int_pair", "first_line"]
 
 T = TypeVar("T")
 
@@ -53,6 +55,17 @@ def check_int(name: str, value: Any, low: int | None = 1, high: int | None = Non
             allowed = allowed.replace("an int", "an odd int").replace("a positive int", "a positive odd int")
         _fail(name, allowed, value, note)
     return value
+
+
+def check_float(name: str, value: Any, low: float, high: float | None = None, *, strict: bool = True,
+                note: str = "") -> float:
+    """``value`` as a float if it is a finite real number above ``low`` (at least ``low`` unless
+    ``strict``) and at most ``high`` (None: open)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not (number and (value > low if strict else value >= low) and (high is None or value <= high)):
+        allowed = f"a finite number {'>' if strict else '>='} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+        _fail(name, allowed, value, note)
+    return float(value)
 
 
 def int_pair(name: str, value: Any, low: int = 1) -> tuple[int, int]:

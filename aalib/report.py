@@ -34,6 +34,7 @@ from .models import canonical_model_name
 from .models.repro import study_name, study_result
 from .runs import Damaged, Run, scan_runs
 from .stats import spread
+from .tables import markdown_table
 from .verdict import NO_ATTENTION, SOLVED_TOP1, ModelVerdict, comparisons, long_range_verdicts
 
 __all__ = [
@@ -74,6 +75,13 @@ PAPER_REFERENCES: list[dict[str, Any]] = [
        "top1": top1, "top5": None, "parameters": None}
       for model, top1 in (("2 Conv, <100K parameters", 92.5), ("3 Conv+BN+pooling", 92.1), ("5 Conv+BN+pooling", 93.1),
                           ("ResNet18", 94.9), ("WRN-28-10", 95.9), ("human", 83.5))),
+    # Pathfinder at 32x32: sequence Transformers on 1,024 flattened pixels, not convolution-attention hybrids
+    *({"dataset": "pathfinder", "model": model, "source": "Tay et al. 2021 (Long Range Arena), Table 1",
+       "top1": top1, "top5": None, "parameters": None}
+      for model, top1 in (("Transformer", 71.40), ("Local Attention", 66.63), ("Sparse Transformer", 71.71),
+                          ("Longformer", 69.71), ("Linformer", 76.34), ("Reformer", 68.50), ("Sinkhorn", 67.45),
+                          ("Synthesizer", 69.45), ("BigBird", 74.87), ("Linear Transformer", 75.30),
+                          ("Performer", 77.05))),
 ]
 
 _WRN_PREFIX = {None: "", "softmax": "AA-", "linear": "LAA-", "linear_swapped": "LAA(swapped)-"}
@@ -407,11 +415,11 @@ def _markdown(runs_dir: str | Path, runs: pd.DataFrame, tables: dict[str, pd.Dat
     if verdict:
         lines += ["## What was measured", "", *(f"- {line}" for line in verdict), ""]
     for dataset, table in tables.items():
-        lines += [f"## Results on {dataset}", "", _markdown_table(table.reset_index()), ""]
+        lines += [f"## Results on {dataset}", "", markdown_table(table.reset_index()), ""]
         published = references([dataset])
         if len(published):
             lines += [f"Published results on {dataset}:", "",
-                      _markdown_table(published[["model", "top1", "source"]].rename(columns={"top1": "top-1 %"})), ""]
+                      markdown_table(published[["model", "top1", "source"]].rename(columns={"top1": "top-1 %"})), ""]
     if findings:
         lines += ["## Why some seeds fail", "", *(f"- {line}" for line in findings), ""]
     lines += ["## Figures", ""]
@@ -420,13 +428,6 @@ def _markdown(runs_dir: str | Path, runs: pd.DataFrame, tables: dict[str, pd.Dat
     if len(broken):
         lines += ["## Damaged run folders", "", *(f"- `{row.path}`: {row.reason}" for row in broken.itertuples()), ""]
     return "\n".join(lines)
-
-
-def _markdown_table(table: pd.DataFrame) -> str:
-    """A pandas table as a GitHub-flavoured Markdown table (cells as text)."""
-    rows = [[str(value) for value in row] for row in table.itertuples(index=False)]
-    header = [str(column) for column in table.columns]
-    return "\n".join("| " + " | ".join(cells) + " |" for cells in [header, ["---"] * len(header), *rows])
 
 
 _TERMINAL_COLUMNS = ("seeds", "finished", "top1", "top1 median", "top1 per seed", "solved", "top5")

@@ -1,12 +1,12 @@
-"""Plain-text tables for a terminal or a notebook's output: the one formatter the benchmarks and
-the studies print with."""
+"""Plain-text tables for a terminal or a notebook's output, and GitHub-flavoured Markdown tables
+for the reports' ``report.md``: the formatters the benchmarks and the studies print with."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-__all__ = ["format_table"]
+__all__ = ["format_table", "markdown_table"]
 
 
 def format_table(
@@ -46,3 +46,19 @@ def format_table(
 
     header = line(columns)
     return "\n".join([header, "-" * len(header), *(line(values) for values in cells)])
+
+
+def markdown_table(table: Any, floatfmt: str | None = None) -> str:
+    """A pandas DataFrame as a GitHub-flavoured Markdown table: a header, a rule, one line per row.
+
+    Cells are shown with ``str``; with ``floatfmt``, floats with that ``format()`` spec instead and
+    missing floats (NaN) as blanks.
+    """
+    def cell(value: Any) -> str:
+        if floatfmt is not None and isinstance(value, float):
+            return "" if value != value else format(value, floatfmt)
+        return str(value)
+
+    rows = [[cell(value) for value in row] for row in table.itertuples(index=False)]
+    header = [str(column) for column in table.columns]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in [header, ["---"] * len(header), *rows])

@@ -116,7 +116,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     home = tmp_path_factory.mktemp("lab")
     root = home / "root"
     (root / "notebooks").mkdir(parents=True)
-    for notebook in ("attention_maps.ipynb", "receptive_fields.ipynb"):
+    for notebook in ("attention_maps.ipynb", "receptive_fields.ipynb", "lesson.ipynb"):
         shutil.copy(ROOT / "notebooks" / notebook, root / "notebooks" / notebook)
     # Private Jupyter folders: no user kernelspec or setting leaks in, nothing is written to ~.
     settings = home / "settings"
@@ -238,7 +238,8 @@ def open_and_run_all(page, lab: Lab, notebook: str) -> None:
     # every code cell has an execution count, and the kernel is idle again
     deadline = time.monotonic() + RUN_ALL_S
     while True:
-        prompts = code_cells.locator(".jp-InputArea-prompt").all_inner_texts()
+        # text content, not inner text: Chromium renders no text for cells scrolled out of a long notebook
+        prompts = code_cells.locator(".jp-InputArea-prompt").all_text_contents()
         if prompts and all(re.fullmatch(r"\[\d+\]:", p.strip()) for p in prompts) and idle.count():
             break
         assert time.monotonic() < deadline, f"{notebook}: cells not all run after {RUN_ALL_S} s: prompts {prompts}"
@@ -403,3 +404,20 @@ def test_receptive_fields_notebook_in_jupyterlab(page, lab: Lab) -> None:
     for index, name in enumerate(("erf", "attributions")):
         assert slow.nth(index).get_attribute("src").startswith("data:image/png;base64,")
         shot(page, slow.nth(index), f"receptive_fields-{4 + index}-{name}")
+
+
+def test_lesson_notebook_in_jupyterlab(page, lab: Lab) -> None:
+    open_and_run_all(page, lab, "lesson.ipynb")  # no cell raised
+
+    panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+    # no docs/study and no benchmarks/ in the temporary folder: the lesson says so and draws the rest
+    expect(panel.locator(".jp-OutputArea-output", has_text="the study has not been run")).to_have_count(1)
+    expect(panel.locator(".jp-OutputArea-output", has_text="No recorded benchmark: analytic curves only")).to_have_count(1)
+    expect(panel.locator(".jp-OutputArea-output", has_text="ones_out_max")).to_have_count(1)  # part 3's table
+    # the maps of parts 1-3, the singular values, the row sums and the cost model
+    expect(panel.locator(".jp-OutputArea-output img")).to_have_count(6)
+    for source in panel.locator(".jp-OutputArea-output img").evaluate_all("images => images.map(i => i.src)"):
+        assert source.startswith("data:image/png;base64,") and len(source) > 2000, source[:80]
+    for notebook in ("attention_maps.ipynb", "receptive_fields.ipynb", "complexity.ipynb"):
+        expect(panel.locator(f".jp-MarkdownCell a[href*='/notebooks/{notebook}?']").first).to_be_visible()  # beside the lesson
+    shot(page, panel, "lesson-1-run")

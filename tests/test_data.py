@@ -34,11 +34,12 @@ from aalib.data import (
     load_restricted,
     long_range,
     long_range_samples,
+    mark_gaps,
     safe_extract,
     tiny_imagenet,
 )
 from aalib.data.download import file_md5
-from aalib.data.synthetic import BACKGROUND, PALETTE
+from aalib.data.synthetic import BACKGROUND, PALETTE, max_gap
 from formats import CLASS_RGB, WNIDS, cifar_data, save_jpeg, write_cifar100, write_tiny_imagenet
 
 # ---------------------------------------------------------------------------------------------
@@ -46,7 +47,7 @@ from formats import CLASS_RGB, WNIDS, cifar_data, save_jpeg, write_cifar100, wri
 
 
 def test_list_datasets() -> None:
-    assert list_datasets() == ["cifar100", "fashion_mnist", "long_range", "tiny_imagenet"]
+    assert list_datasets() == ["cifar100", "fashion_mnist", "long_range", "pathfinder", "tiny_imagenet"]
 
 
 def test_build_dataset_unknown_name_lists_known() -> None:
@@ -388,6 +389,32 @@ def test_long_range_distance_rule_on_every_sample(image_size: int, receptive_fie
     assert not ((windows[0] > 0) & (windows[1] > 0)).any()
 
 
+@pytest.mark.parametrize("image_size, receptive_field, max_distance, mark_size", [(32, 4, 7, 3), (32, 22, 25, 3),
+                                                                                   (64, 44, 50, 6), (32, 27, 27, 3)])
+def test_long_range_distance_band_on_every_sample(image_size: int, receptive_field: int, max_distance: int,
+                                                  mark_size: int) -> None:
+    kwargs = dict(_SMALL, image_size=image_size, receptive_field=receptive_field, max_distance=max_distance,
+                  mark_size=mark_size, train_size=2000)
+    samples = long_range_samples("train", **kwargs)
+    pos = samples.mark_positions  # N, 2, (y, x)
+    per_axis = (pos[:, 0] - pos[:, 1]).abs() - (mark_size - 1)  # N, 2: nearest-pixel coordinate gap
+    assert torch.equal(mark_gaps(pos, mark_size), per_axis)
+    gap = per_axis.amax(dim=1)
+    assert ((gap >= receptive_field) & (gap <= max_distance)).all()
+    # every gap of the band occurs, none of them rare (the placement is uniform over valid pairs)
+    counts = torch.bincount(gap - receptive_field, minlength=max_distance - receptive_field + 1)
+    assert len(counts) == max_distance - receptive_field + 1 and (counts > 0.05 * len(gap) / len(counts)).all()
+
+
+def test_long_range_without_max_distance_is_the_unbounded_task() -> None:
+    bounded = long_range_samples("val", **_SMALL, max_distance=max_gap(32, 3))  # the largest gap: no bound
+    assert torch.equal(bounded.images, long_range_samples("val", **_SMALL).images)
+    with pytest.raises(ValueError, match=r"max_distance must be an int in \[21, 27\].*got 20"):
+        long_range(**_SMALL, max_distance=20)
+    with pytest.raises(ValueError, match=r"max_distance must be an int in \[21, 27\].*got 28"):
+        LongRangeTask(max_distance=28)
+
+
 def test_long_range_label_is_same_colour_relation() -> None:
     samples = long_range_samples("val", **_SMALL, noise=0.0, colours=5)
     colours = samples.mark_colours
@@ -426,7 +453,7 @@ def test_long_range_too_small_image_names_minimum() -> None:
     [
         (dict(train_size=201), "train_size=201 must be even"),
         (dict(colours=1), r"colours must be an int in \[2, 8\], got 1"),
-        (dict(noise=-0.1), "noise=-0.1"),
+        (dict(noise=-0.1), r"noise must be a finite number >= 0 \(std of pixel noise, images in \[0, 1\]\), got -0.1"),
         (dict(distractors=500), "cannot place distractors=500"),
     ],
 )

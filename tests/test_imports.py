@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("aalib.runs", "aalib.verdict", "aalib.complexity"),
     ("aalib.analysis",),
     ("aalib.report", "aalib.widgets"),
+    ("aalib.study", "aalib.lesson"),
     ("aalib.batch",),
     ("aalib.bench", "aalib.__main__", "aalib"),
 ]

@@ -26,9 +26,9 @@ KNOWN = set(dir(builtins)) | {"get_ipython"}  # what an IPython kernel defines b
 
 
 def test_the_notebooks_are_where_the_package_and_jupyterlab_find_them() -> None:
-    assert sorted(p.name for p in BATCH.glob("*.ipynb")) == ["report.ipynb", "train.ipynb"]
+    assert sorted(p.name for p in BATCH.glob("*.ipynb")) == ["report.ipynb", "study.ipynb", "train.ipynb"]
     assert sorted(p.name for p in INTERACTIVE.glob("*.ipynb")) == ["attention_maps.ipynb", "complexity.ipynb",
-                                                                    "receptive_fields.ipynb"]
+                                                                    "lesson.ipynb", "receptive_fields.ipynb"]
     assert not list(INTERACTIVE.glob("*.py")), "notebooks/ holds notebooks only: the .ipynb files are the source"
 
 

@@ -23,7 +23,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ..config import TrainConfig
-from ..data import COLOUR_NAMES, ImageSplits, LongRangeTask, long_range_samples
+from ..data import COLOUR_NAMES, ImageSplits, LongRangeTask, long_range_samples, mark_gaps
 from ..models import attention_layers
 from ..runs import Run
 from ..verdict import ModelVerdict
@@ -66,7 +66,7 @@ def image_results(run: Run, *, which: str = "last", batch_size: int = 500, split
         x = (x - mean) / std
     predicted = torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
     positions = samples.mark_positions.numpy()  # N, 2 marks, (y, x)
-    gap = np.abs(positions[:, 0] - positions[:, 1]) - (samples.task.mark_size - 1)  # N, 2: nearest-pixel gap per axis
+    gap = mark_gaps(samples.mark_positions, samples.task.mark_size).numpy()  # N, (y, x)
     colours = samples.mark_colours.numpy()
     return pd.DataFrame({
         "label": samples.labels.numpy(),

@@ -6,6 +6,8 @@
   those of Debian's package ``dataset-fashion-mnist``.
 * ``long_range``: a synthetic "same colour?" task whose two marks lie farther apart than a
   local network's receptive field.
+* ``pathfinder``: a synthetic Pathfinder-style task (Linsley et al. 2018): are two dots the two
+  ends of one dashed curve?
 
 ``build_dataset(name, **kwargs)`` returns :class:`ImageSplits`; :class:`DeviceLoader` batches and
 augments them on the training device.
@@ -21,6 +23,14 @@ from .cifar import cifar100
 from .download import ChecksumError, download_file, safe_extract
 from .fashion_mnist import FASHION_MNIST_CLASSES, fashion_mnist, find_fashion_mnist, read_idx
 from .loader import DeviceLoader
+from .pathfinder import (
+    PATHFINDER_CLASSES,
+    PathfinderSamples,
+    PathfinderTask,
+    generate_pathfinder,
+    pathfinder,
+    pathfinder_samples,
+)
 from .safe_pickle import UnsafePickleError, load_restricted
 from .splits import DatasetNotFoundError, ImageSplits, channel_stats
 from .synthetic import (
@@ -31,6 +41,7 @@ from .synthetic import (
     generate_long_range,
     long_range,
     long_range_samples,
+    mark_gaps,
 )
 from .tinyimagenet import tiny_imagenet
 
@@ -59,6 +70,13 @@ __all__ = [
     "read_idx",
     "long_range",
     "long_range_samples",
+    "mark_gaps",
+    "PATHFINDER_CLASSES",
+    "PathfinderSamples",
+    "PathfinderTask",
+    "generate_pathfinder",
+    "pathfinder",
+    "pathfinder_samples",
     "safe_extract",
     "tiny_imagenet",
 ]
@@ -67,6 +85,7 @@ _DATASETS: dict[str, Callable[..., ImageSplits]] = {
     "cifar100": cifar100,
     "fashion_mnist": fashion_mnist,
     "long_range": long_range,
+    "pathfinder": pathfinder,
     "tiny_imagenet": tiny_imagenet,
 }
 

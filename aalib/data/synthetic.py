@@ -22,7 +22,11 @@ Construction, per sample:
   mark's colour alone is uniform in both classes;
 * positions uniform over the pairs that satisfy the rule: along at least one axis the
   coordinates of the marks' nearest pixels differ by at least ``receptive_field``, equivalently
-  no ``receptive_field`` x ``receptive_field`` window contains pixels of both marks;
+  no ``receptive_field`` x ``receptive_field`` window contains pixels of both marks; with
+  ``max_distance``, also along no axis by more than ``max_distance`` (a band of distances: the
+  marks' *gap*, the larger of the two nearest-pixel differences, lies in
+  ``[receptive_field, max_distance]``). A ``receptive_field`` below the network's own field makes
+  the task local: the distance sweep of the trade-off study (:mod:`aalib.study`) moves the band;
 * ``distractors`` plus-shaped objects (never a filled square, so they cannot be taken for a
   mark) in random palette colours, each at least one background pixel away from the marks and
   from each other; they carry no label information;
@@ -34,8 +38,7 @@ Construction, per sample:
 from __future__ import annotations
 
 import inspect
-import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -43,7 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..checks import check_choice, check_int
+from ..checks import check_choice, check_float, check_int
 from .splits import ImageSplits, channel_stats
 
 __all__ = [
@@ -57,6 +60,11 @@ __all__ = [
     "long_range",
     "long_range_samples",
     "additive_ceiling",
+    "mark_gaps",
+    "generated_split",
+    "generated_splits",
+    "split_rng",
+    "split_sizes",
 ]
 
 CLASSES = ["different", "same"]
@@ -97,6 +105,18 @@ def min_image_size(receptive_field: int, mark_size: int) -> int:
     return receptive_field + 2 * mark_size - 1
 
 
+def max_gap(image_size: int, mark_size: int) -> int:
+    """Largest gap between two marks' nearest pixels on an ``image_size`` image."""
+    return image_size - 2 * mark_size + 1
+
+
+def mark_gaps(mark_positions: Tensor, mark_size: int) -> Tensor:
+    """N, 2: per axis (y, x), the difference between the coordinates of each sample's two marks'
+    nearest pixels (``mark_positions``: N, 2, 2 top-left corners). The distance rule holds for the
+    larger of the two, the marks' gap; negative along an axis where the marks overlap."""
+    return (mark_positions[:, 0] - mark_positions[:, 1]).abs() - (mark_size - 1)  # N, (y, x)
+
+
 @dataclass(frozen=True)
 class LongRangeTask:
     """What the images of the long-range task look like (the construction is in the module
@@ -110,6 +130,7 @@ class LongRangeTask:
     distractors: int = 2  # plus-shaped objects per image, random palette colours, label-independent
     noise: float = 0.05  # std of gaussian pixel noise, images in [0, 1]
     distractor_size: int | None = None  # side of a distractor's box; None: max(3, mark_size)
+    max_distance: int | None = None  # largest gap between the marks' nearest pixels; None: up to the image
 
     def __post_init__(self) -> None:
         check_int("colours", self.colours, 2, len(PALETTE))
@@ -120,9 +141,7 @@ class LongRangeTask:
             object.__setattr__(self, "distractor_size", max(3, self.mark_size))
         check_int("distractor_size", self.distractor_size, 3)
         check_int("image_size", self.image_size)
-        noise = self.noise
-        if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
-            raise ValueError(f"noise={noise!r} must be a finite float >= 0 (std of pixel noise, images in [0, 1])")
+        check_float("noise", self.noise, 0.0, strict=False, note="(std of pixel noise, images in [0, 1])")
         needed = min_image_size(self.receptive_field, self.mark_size)
         if self.image_size < needed:
             raise ValueError(
@@ -132,6 +151,9 @@ class LongRangeTask:
             )
         if self.distractor_size > self.image_size:
             raise ValueError(f"distractor_size={self.distractor_size} exceeds image_size={self.image_size}")
+        if self.max_distance is not None:
+            check_int("max_distance", self.max_distance, self.receptive_field, max_gap(self.image_size, self.mark_size),
+                      note="(at least receptive_field, at most the image's largest gap image_size - 2 * mark_size + 1)")
 
     @classmethod
     def from_arguments(cls, arguments: Mapping[str, Any]) -> LongRangeTask:
@@ -153,18 +175,20 @@ class LongRangeSamples:
     distractor_colours: Tensor  # N, D palette indices
 
 
-def _place_marks(rng: np.random.Generator, n: int, image_size: int, mark_size: int, receptive_field: int) -> np.ndarray:
+def _place_marks(rng: np.random.Generator, n: int, task: LongRangeTask) -> np.ndarray:
     """(n, 2, 2) top-left corners, uniform over the ordered pairs that obey the distance rule."""
-    high = image_size - mark_size  # largest top-left coordinate
-    apart = receptive_field + mark_size - 1  # corner difference = nearest-pixel difference + mark_size - 1
+    high = task.image_size - task.mark_size  # largest top-left coordinate
+    apart = task.receptive_field + task.mark_size - 1  # corner difference = nearest-pixel difference + mark_size - 1
+    within = high if task.max_distance is None else task.max_distance + task.mark_size - 1
     out = np.empty((n, 2, 2), dtype=np.int64)  # n, mark, (y, x)
     filled, acceptance = 0, 0.5
     while filled < n:
         draw = min(_MAX_DRAW, int((n - filled) / acceptance * 1.2) + 64)
         candidates = rng.integers(0, high + 1, size=(draw, 2, 2))  # draw, mark, (y, x)
-        far = (np.abs(candidates[:, 0] - candidates[:, 1]) >= apart).any(axis=1)  # draw
-        acceptance = max(far.mean(), 1e-4)
-        kept = candidates[far][: n - filled]
+        corners = np.abs(candidates[:, 0] - candidates[:, 1])  # draw, (y, x)
+        kept_pairs = (corners >= apart).any(axis=1) & (corners <= within).all(axis=1)  # draw
+        acceptance = max(kept_pairs.mean(), 1e-4)
+        kept = candidates[kept_pairs][: n - filled]
         out[filled : filled + len(kept)] = kept
         filled += len(kept)
     return out
@@ -236,7 +260,7 @@ def generate_long_range(n: int, rng: np.random.Generator, task: LongRangeTask = 
     shift = rng.integers(1, colours, size=n)  # uniform over the other K - 1 colours
     second = np.where(labels == 1, first, (first + shift) % colours)
     mark_colours = np.stack([first, second], axis=1)  # n, 2
-    marks = _place_marks(rng, n, image_size, mark_size, task.receptive_field)
+    marks = _place_marks(rng, n, task)
     spots = _place_distractors(rng, marks, distractors, image_size, mark_size, distractor_size)
     spot_colours = rng.integers(0, colours, size=(n, distractors))
 
@@ -272,7 +296,7 @@ def generate_long_range(n: int, rng: np.random.Generator, task: LongRangeTask = 
     )
 
 
-def _split_sizes(train_size: int, val_size: int, test_size: int) -> dict[str, int]:
+def split_sizes(train_size: int, val_size: int, test_size: int) -> dict[str, int]:
     """Samples per split, each even (exactly balanced classes), at least 2 for training."""
     sizes = {"train": train_size, "val": val_size, "test": test_size}
     for name, size in sizes.items():
@@ -282,9 +306,37 @@ def _split_sizes(train_size: int, val_size: int, test_size: int) -> dict[str, in
     return sizes
 
 
-def _split_samples(task: LongRangeTask, split: str, size: int, seed: int) -> LongRangeSamples:
-    rng = np.random.default_rng([check_int("seed", seed, 0), SPLITS.index(split)])  # independent stream per (seed, split)
-    return generate_long_range(size, rng, task)
+def split_rng(seed: int, split: str) -> np.random.Generator:
+    """The random stream of ``split`` under base ``seed``: one independent stream per (seed, split),
+    so the splits are independent and each is reproducible on its own."""
+    return np.random.default_rng([check_int("seed", seed, 0), SPLITS.index(check_choice("split", split, SPLITS))])
+
+
+def generated_splits(name: str, classes: Sequence[str], task: Any, generate: Callable[..., Any], train_size: int,
+                     val_size: int, test_size: int, seed: int) -> ImageSplits:
+    """:class:`ImageSplits` of a generated task: each split ``generate(size, split_rng(seed, split),
+    task)`` (an object with ``images`` and ``labels``), sizes even (:func:`split_sizes`), the
+    channel statistics taken over the training split."""
+    sizes = split_sizes(train_size, val_size, test_size)
+    splits = {split: generate(sizes[split], split_rng(seed, split), task) for split in SPLITS}
+    mean, std = channel_stats(splits["train"].images)
+    return ImageSplits(name=name, train=(splits["train"].images, splits["train"].labels),
+                       val=(splits["val"].images, splits["val"].labels),
+                       test=(splits["test"].images, splits["test"].labels),
+                       num_classes=len(classes), mean=mean, std=std, classes=list(classes))
+
+
+def generated_split(builder: Callable[..., ImageSplits], task_type: Any, generate: Callable[..., Any], split: str,
+                    arguments: Mapping[str, Any]) -> Any:
+    """The exact samples (``generate``'s record) of split ``split`` of ``builder(**arguments)``, a
+    dataset built by :func:`generated_splits` from a task of ``task_type`` (its ``from_arguments``
+    reads the task's fields); an argument ``builder`` does not take is a TypeError."""
+    check_choice("split", split, SPLITS)
+    given = inspect.signature(builder).bind(**arguments)
+    given.apply_defaults()
+    values = given.arguments
+    sizes = split_sizes(values["train_size"], values["val_size"], values["test_size"])
+    return generate(sizes[split], split_rng(values["seed"], split), task_type.from_arguments(values))
 
 
 _TASK = LongRangeTask()  # the defaults of long_range's task arguments
@@ -302,38 +354,23 @@ def long_range(
     test_size: int = 2000,
     seed: int = 0,
     distractor_size: int | None = None,
+    max_distance: int | None = None,
 ) -> ImageSplits:
     """The "same colour?" long-range task as :class:`ImageSplits` (2 classes: different, same).
 
     Args:
-        image_size, colours, mark_size, receptive_field, distractors, noise, distractor_size: the
-            task, :class:`LongRangeTask` (``image_size >= receptive_field + 2 * mark_size - 1``).
+        image_size, colours, mark_size, receptive_field, distractors, noise, distractor_size,
+            max_distance: the task, :class:`LongRangeTask`
+            (``image_size >= receptive_field + 2 * mark_size - 1``).
         train_size, val_size, test_size: samples per split, even (exactly balanced classes).
         seed: base seed; each split draws from its own stream derived from ``(seed, split)``.
     """
     task = LongRangeTask(image_size=image_size, colours=colours, mark_size=mark_size, receptive_field=receptive_field,
-                         distractors=distractors, noise=noise, distractor_size=distractor_size)
-    sizes = _split_sizes(train_size, val_size, test_size)
-    splits = {split: _split_samples(task, split, sizes[split], seed) for split in SPLITS}
-    mean, std = channel_stats(splits["train"].images)
-    return ImageSplits(
-        name="long_range",
-        train=(splits["train"].images, splits["train"].labels),
-        val=(splits["val"].images, splits["val"].labels),
-        test=(splits["test"].images, splits["test"].labels),
-        num_classes=2,
-        mean=mean,
-        std=std,
-        classes=list(CLASSES),
-    )
+                         distractors=distractors, noise=noise, distractor_size=distractor_size, max_distance=max_distance)
+    return generated_splits("long_range", CLASSES, task, generate_long_range, train_size, val_size, test_size, seed)
 
 
 def long_range_samples(split: str, **arguments: Any) -> LongRangeSamples:
     """The exact samples of split ``split`` of ``long_range(**arguments)``, with the mark and
     distractor positions (a run's ``dataset_args`` regenerate its test images, for instance)."""
-    check_choice("split", split, SPLITS)
-    given = inspect.signature(long_range).bind(**arguments)  # TypeError for an argument long_range does not take
-    given.apply_defaults()
-    values = given.arguments
-    sizes = _split_sizes(values["train_size"], values["val_size"], values["test_size"])
-    return _split_samples(LongRangeTask.from_arguments(values), split, sizes[split], values["seed"])
+    return generated_split(long_range, LongRangeTask, generate_long_range, split, arguments)
