@@ -36,7 +36,7 @@ def install(tmp_path: Path) -> Path:
 @pytest.mark.slow
 def test_aalib_run_works_from_a_non_editable_install_outside_the_checkout(tmp_path: Path) -> None:
     site = install(tmp_path)
-    assert {p.name for p in (site / "aalib" / "notebooks").iterdir()} == {"train.ipynb", "report.ipynb"}
+    assert {p.name for p in (site / "aalib" / "notebooks").iterdir()} == {"train.ipynb", "report.ipynb", "study.ipynb"}
     assert (site / "aalib" / "csrc" / "tiled_attention.cpp").is_file()
     work = tmp_path / "work"
     (work / "params").mkdir(parents=True)
