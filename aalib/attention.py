@@ -33,8 +33,9 @@ logit is ``q_i.k_j + Lh_i[y_j] + Lw_i[x_j]``. Four exact kernels use this (``bac
 * ``"native"``: the same recipe fused into one C++ pass (:mod:`aalib.native`, built on first use
   with the machine's compiler): tiles of 8 queries against chunks of whole key rows, the bias,
   the online softmax and the products with v in the first-level cache, and a backward pass that
-  recomputes each chunk from one log-sum-exp per query. Float32 on the CPU; memory ``O(tile)``
-  per thread beyond the inputs and outputs; ``dkh`` multiply-adds per logit.
+  recomputes each chunk from one log-sum-exp per query. Each tile computes its ``Lh``/``Lw``
+  from the tables ``rel_h``/``rel_w`` itself, so they are never stored. Float32 on the CPU;
+  memory ``O(tile)`` per thread beyond the inputs and outputs; ``dkh`` multiply-adds per logit.
 * ``"flex"``: FlexAttention (J. Dong, B. Feng, D. Guessous, Y. Liang, H. He, "Flex Attention: A
   Programming Model for Generating Optimized Attention Kernels", 2024,
   https://arxiv.org/abs/2412.05496; ``torch.nn.attention.flex_attention`` in the PyTorch docs)
@@ -48,8 +49,9 @@ logit is ``q_i.k_j + Lh_i[y_j] + Lw_i[x_j]``. Four exact kernels use this (``bac
   reference check, not a kernel.
 
 ``backend="auto"`` on the CPU takes ``"native"`` for relative logits from 24 x 24 up where the
-fused kernel's extended head is much wider than ``dkh + dvh`` (:func:`_cpu_prefers_native`), when
-the kernel can run (float32, a C++ compiler); otherwise ``"blocked"`` where a measured cost model
+fused kernel's extended head is much wider than ``dkh + dvh``, and without positions on maps
+from 64 x 64 up with small heads (:func:`_cpu_prefers_native`), when the kernel can run
+(float32, a C++ compiler); otherwise ``"blocked"`` where a measured cost model
 says the fused kernel's widened or padded head costs more than the blocked kernel's passes (or
 values much narrower than keys, as in the study's models) and ``"fused"`` otherwise. On CUDA it
 always takes ``"fused"``, whose kernels run the wide head on tensor cores. It never takes
@@ -300,27 +302,19 @@ class _BlockedAttention(torch.autograd.Function):
 
 
 def _flat_in_float32(
-    q: Tensor, k: Tensor, v: Tensor, scale: float, rel_h: Tensor | None, rel_w: Tensor | None,
-    size: tuple[int, int] | None, kernel: Callable[[Tensor, Tensor, Tensor, Tensor | None, Tensor | None], Tensor],
+    q: Tensor, k: Tensor, v: Tensor, rel_h: Tensor | None, rel_w: Tensor | None,
+    kernel: Callable[[Tensor, Tensor, Tensor, Tensor | None, Tensor | None], Tensor],
 ) -> Tensor:
-    """Run ``kernel(q, k, v, lh, lw)`` of the "blocked" or "native" kernel on ``(B * heads, N, d)``
-    views, in float32 or wider (softmax statistics need the range), autocast off.
-
-    The scale reaches the relative logits through the (small) tables, so ``lh``/``lw`` arrive scaled
-    and no scaled copy of q is made.
-    """
+    """Run ``kernel(q, k, v, rel_h, rel_w)`` of the "blocked" or "native" kernel on
+    ``(B * heads, N, d)`` views, in float32 or wider (softmax statistics need the range), autocast off."""
     batch, heads, n, _ = q.shape
     dtype = torch.promote_types(q.dtype, torch.float32)
 
     def flat(t: Tensor) -> Tensor:
-        return t.reshape(batch * heads, n, t.shape[-1])  # B * heads, N, d (a view of a layer's q, k, v)
+        return t.to(dtype).reshape(batch * heads, n, t.shape[-1])  # B * heads, N, d (a view of a layer's q, k, v)
 
     with torch.autocast(q.device.type, enabled=False):
-        q_wide = q.to(dtype)
-        bias = None, None
-        if size is not None:
-            bias = relative_logits(q_wide, rel_h.to(dtype) * scale, rel_w.to(dtype) * scale, size)
-        out = kernel(flat(q_wide), flat(k.to(dtype)), flat(v.to(dtype)), *[None if t is None else flat(t) for t in bias])
+        out = kernel(flat(q), flat(k), flat(v), *(None if t is None else t.to(dtype) for t in (rel_h, rel_w)))
     return out.view(batch, heads, n, v.shape[-1]).to(q.dtype)  # B, heads, N, dvh
 
 
@@ -328,13 +322,18 @@ def _blocked_attention(
     q: Tensor, k: Tensor, v: Tensor, scale: float, rel_h: Tensor | None, rel_w: Tensor | None,
     size: tuple[int, int] | None,
 ) -> Tensor:
-    """The "blocked" kernel. The q.k products take the scale as a factor of the matrix products. A
+    """The "blocked" kernel. The q.k products take the scale as a factor of the matrix products,
+    the relative logits take it through the (small) tables, so no scaled copy of q is made. A
     block holds at most ``dkh + H + W`` queries per head (``dkh`` without relative logits), so its
     logits never outnumber the fused kernel's extended queries: ``O(N (dkh + H + W))`` per head.
     """
     max_rows = q.shape[-1] + (0 if size is None else sum(size))
-    return _flat_in_float32(q, k, v, scale, rel_h, rel_w, size,
-                            lambda *qkv_bias: _BlockedAttention.apply(*qkv_bias, scale, max_rows))
+
+    def kernel(q_: Tensor, k_: Tensor, v_: Tensor, rh: Tensor | None, rw: Tensor | None) -> Tensor:
+        bias = (None, None) if size is None else (t[0] for t in relative_logits(q_[None], rh * scale, rw * scale, size))
+        return _BlockedAttention.apply(q_, k_, v_, *bias, scale, max_rows)  # q_[None]: 1, B * heads, N, d
+
+    return _flat_in_float32(q, k, v, rel_h, rel_w, kernel)
 
 
 def _native_usable(q: Tensor) -> str | None:
@@ -350,9 +349,10 @@ def _native_attention(
     q: Tensor, k: Tensor, v: Tensor, scale: float, rel_h: Tensor | None, rel_w: Tensor | None,
     size: tuple[int, int] | None,
 ) -> Tensor:
-    """The "native" kernel (:mod:`aalib.native`): float32, ``O(tile)`` memory per thread."""
-    return _flat_in_float32(q, k, v, scale, rel_h, rel_w, size,
-                            lambda q_, k_, v_, lh, lw: native.tiled_attention(q_, k_, v_, scale, lh, lw, size))
+    """The "native" kernel (:mod:`aalib.native`): float32, ``O(tile)`` memory per thread; it
+    computes the relative logits from the tables itself."""
+    return _flat_in_float32(q, k, v, rel_h, rel_w,
+                            lambda q_, k_, v_, rh, rw: native.tiled_attention(q_, k_, v_, scale, rh, rw, size))
 
 
 @functools.cache
@@ -423,12 +423,18 @@ def _cpu_prefers_blocked(dkh: int, dvh: int, rel_dims: int) -> bool:
 def _cpu_prefers_native(n: int, dkh: int, dvh: int, rel_dims: int) -> bool:
     """The rule of ``backend="auto"`` for the "native" kernel: relative logits (``rel_dims = H + W``) on
     maps of at least 24 x 24, where the fused kernel's extended head is at least 1.5 times the
-    native kernel's ``dkh + dvh`` multiply-adds per logit. Fitted on
-    ``python -m aalib.bench kernels`` (8 x 8 to 64 x 64, dkh 8 to 256, with and without positions;
-    ``benchmarks/kernels_cpu-2core_2026-12-01.json``), where it takes the native kernel only where
-    that kernel was the fastest, and wherever it was more than 10 % faster than both others.
+    native kernel's ``dkh + dvh`` multiply-adds per logit; and, without positions, maps of at
+    least 64 x 64 with heads of at most 32 values (``dkh + dvh``). Fitted on
+    ``python -m aalib.bench kernels`` (8 x 8 to 64 x 64, dkh 8 to 256, with and without positions)
+    on two 2-core machines (``benchmarks/kernels_cpu-2core_2026-12-01.json``, an Intel Xeon, and
+    ``benchmarks/kernels_cpu-2core_2026-12-02.json``, an AMD EPYC), where it takes the native
+    kernel only where that kernel was the fastest on both. Known limit: below those sizes the
+    machines disagree (the CPU flash kernel of the fused backend is several times faster on one
+    than on the other), and the rule keeps the fused kernel there.
     """
-    return rel_dims > 0 and n >= 24 * 24 and _fused_head(dkh + rel_dims, dvh) >= 1.5 * (dkh + dvh)
+    if rel_dims == 0:
+        return n >= 64 * 64 and dkh + dvh <= 32
+    return n >= 24 * 24 and _fused_head(dkh + rel_dims, dvh) >= 1.5 * (dkh + dvh)
 
 
 def _cpu_backend(q: Tensor, dvh: int, rel_dims: int) -> str:

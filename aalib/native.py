@@ -4,7 +4,9 @@ first use with the machine's C++ compiler and loaded through :mod:`ctypes`.
 The kernel fuses what the ``"blocked"`` kernel of :mod:`aalib.attention` does in separate PyTorch
 passes over a block (the q.k products, the relative logits of Bello et al. 2019, Sec. 3.2, the
 softmax, the products with v and, backwards, every gradient) into one pass over tiles of 8
-queries against chunks of about 256 keys, each tile of logits in the core's first-level cache:
+queries against chunks of about 256 keys, each tile of logits in the core's first-level cache;
+a tile's relative logits are computed from the embedding tables as it is loaded, so no
+per-query ``(N, H)``/``(N, W)`` logits are stored:
 FlashAttention's recipe (Dao et al. 2022; its online softmax forward, FlashAttention-2's backward,
 Dao 2023). Exact up to float32 rounding; memory ``O(tile)`` per thread beyond the inputs, the
 outputs and one log-sum-exp per query; never an ``N x N`` tensor. Float32 only; heads are split
@@ -116,26 +118,28 @@ def _address(t: Tensor | None) -> int | None:
 
 
 class _TiledAttention(torch.autograd.Function):
-    """``softmax_j(scale q_i.k_j + lh[i, y_j] + lw[i, x_j]) v_j`` on float32 ``(G, N, d)`` tensors
-    (``lh``/``lw``: ``(G, N, H)``/``(G, N, W)`` or None). Works on the transposed ``(G, d, N)``
-    layout, which is the layout of a layer's q, k, v (views of a 1x1 convolution's output), so
-    they arrive without a copy; the output and the gradients are returned in that layout too."""
+    """``softmax_j(scale q_i.(k_j + rel_h[y_j - y_i + H - 1] + rel_w[x_j - x_i + W - 1])) v_j`` on
+    float32 ``(G, N, d)`` tensors (``rel_h``/``rel_w``: ``(2H - 1, d)``/``(2W - 1, d)``, shared by
+    the G heads, or None). Works on the transposed ``(G, d, N)`` layout, which is the layout of a
+    layer's q, k, v (views of a 1x1 convolution's output), so they arrive without a copy; the
+    output and the gradients are returned in that layout too. The tables' gradients come per head
+    from the kernel and are summed here, in one order whatever the thread count."""
 
     @staticmethod
     def forward(
-        ctx: FunctionCtx, q: Tensor, k: Tensor, v: Tensor, lh: Tensor | None, lw: Tensor | None, scale: float,
+        ctx: FunctionCtx, q: Tensor, k: Tensor, v: Tensor, rel_h: Tensor | None, rel_w: Tensor | None, scale: float,
         size: tuple[int, int],
     ) -> Tensor:
         library = _load()[0]
         groups, n, d = q.shape
         dv = v.shape[-1]
         qt, kt, vt = (t.transpose(1, 2).contiguous() for t in (q, k, v))  # G, d, N (no copy for a layer's views)
-        lh, lw = (None if t is None else t.contiguous() for t in (lh, lw))
+        rht, rwt = (None if t is None else t.t().contiguous() for t in (rel_h, rel_w))  # d, 2H - 1 and d, 2W - 1
         ot = q.new_empty(groups, dv, n)
         lse = q.new_empty(groups, n)
-        library.tiled_attention_forward(groups, n, d, dv, *size, scale, *map(_address, (qt, kt, vt, lh, lw, ot, lse)),
-                                        torch.get_num_threads())
-        ctx.save_for_backward(qt, kt, vt, lh, lw, ot, lse)
+        library.tiled_attention_forward(groups, n, d, dv, *size, scale,
+                                        *map(_address, (qt, kt, vt, rht, rwt, ot, lse)), torch.get_num_threads())
+        ctx.save_for_backward(qt, kt, vt, rht, rwt, ot, lse)
         ctx.scale, ctx.size = scale, size
         return ot.transpose(1, 2)  # G, N, dv (a view of the (G, dv, N) result)
 
@@ -143,32 +147,34 @@ class _TiledAttention(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         library = _load()[0]
-        qt, kt, vt, lh, lw, ot, lse = ctx.saved_tensors
+        qt, kt, vt, rht, rwt, ot, lse = ctx.saved_tensors
         groups, d, n = qt.shape
         got = grad_out.transpose(1, 2).contiguous()  # G, dv, N
         gqt, gkt, gvt = torch.empty_like(qt), torch.empty_like(kt), torch.empty_like(vt)
-        glh, glw = (None if t is None else torch.empty_like(t) for t in (lh, lw))
+        grht, grwt = (None if t is None else t.new_empty(groups, *t.shape) for t in (rht, rwt))  # G, d, 2H - 1 ...
         library.tiled_attention_backward(
             groups, n, d, vt.shape[1], *ctx.size, ctx.scale,
-            *map(_address, (qt, kt, vt, lh, lw, got, ot, lse, gqt, gkt, gvt, glh, glw)), torch.get_num_threads())
-        return gqt.transpose(1, 2), gkt.transpose(1, 2), gvt.transpose(1, 2), glh, glw, None, None
+            *map(_address, (qt, kt, vt, rht, rwt, got, ot, lse, gqt, gkt, gvt, grht, grwt)), torch.get_num_threads())
+        grel_h, grel_w = (None if t is None else t.sum(0).t() for t in (grht, grwt))  # 2H - 1, d and 2W - 1, d
+        return gqt.transpose(1, 2), gkt.transpose(1, 2), gvt.transpose(1, 2), grel_h, grel_w, None, None
 
 
 def tiled_attention(
-    q: Tensor, k: Tensor, v: Tensor, scale: float, lh: Tensor | None = None, lw: Tensor | None = None,
+    q: Tensor, k: Tensor, v: Tensor, scale: float, rel_h: Tensor | None = None, rel_w: Tensor | None = None,
     size: tuple[int, int] | None = None,
 ) -> Tensor:
-    """The native kernel on float32 CPU tensors ``q, k: (G, N, d)``, ``v: (G, N, dv)``, with the
-    scaled relative logits ``lh: (G, N, H)``, ``lw: (G, N, W)`` and ``size = (H, W)``, or neither.
+    """The native kernel on float32 CPU tensors ``q, k: (G, N, d)``, ``v: (G, N, dv)``, with Bello
+    et al.'s relative embeddings ``rel_h: (2H - 1, d)``, ``rel_w: (2W - 1, d)`` (unscaled, shared by
+    the G heads) and ``size = (H, W)``, or neither: ``softmax(scale (q k^T + Lh + Lw)) v``.
 
     Raises:
         ValueError: a tensor that is not float32 on the CPU.
         RuntimeError: the kernel is unavailable (the message says why).
     """
-    for name, t in (("q", q), ("k", k), ("v", v), ("lh", lh), ("lw", lw)):
+    for name, t in (("q", q), ("k", k), ("v", v), ("rel_h", rel_h), ("rel_w", rel_w)):
         if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu"):
             raise ValueError(f"the native kernel takes float32 CPU tensors; {name} is {t.dtype} on {t.device}")
     library, reason = _load()
     if library is None:
         raise RuntimeError(f"the native attention kernel is unavailable: {reason}")
-    return _TiledAttention.apply(q, k, v, lh, lw, scale, (0, 0) if lh is None else tuple(size))
+    return _TiledAttention.apply(q, k, v, rel_h, rel_w, scale, (0, 0) if rel_h is None else tuple(size))

@@ -48,6 +48,7 @@ __all__ = [
     "learning_curves_figure",
     "references",
     "require_runs",
+    "long_range_task",
     "run_row",
     "seed_points_figure",
     "study_verdict",
@@ -147,9 +148,15 @@ def run_row(run: Run) -> dict[str, Any]:
     }
 
 
+def long_range_task(config: TrainConfig) -> LongRangeTask | None:
+    """The task of a long-range run's config (None for another dataset)."""
+    return LongRangeTask.from_arguments(config.dataset_args) if config.dataset == "long_range" else None
+
+
 def _colours(config: TrainConfig) -> int | None:
     """The mark colours of a long-range run's task (None for another dataset)."""
-    return LongRangeTask.from_arguments(config.dataset_args).colours if config.dataset == "long_range" else None
+    task = long_range_task(config)
+    return None if task is None else task.colours
 
 
 _ROW_COLUMNS = ("experiment", "dataset", "model", "architecture", "network", "attention", "labelled", "seed", "status", "epochs", "top1", "top5",

@@ -42,9 +42,10 @@ from .checks import check_int
 from . import layer_cost
 from .complexity import fit_power_law, fit_slopes, load_recorded
 from .data import LongRangeTask, additive_ceiling
+from .data.pathfinder import PathfinderTask
 from .io import atomic_write, write_png
 from .models.repro import SimpleCNN
-from .report import references, run_row, unfinished
+from .report import long_range_task, references, run_row, unfinished
 from .runs import Run, scan_runs
 from .stats import mean_interval, spread
 from .tables import markdown_table
@@ -86,10 +87,6 @@ def scaled_task(image_size: int) -> LongRangeTask:
                    distractor_size=base.distractor_size * factor)
 
 
-def _task(run: Run) -> LongRangeTask | None:
-    return LongRangeTask.from_arguments(run.config.dataset_args) if run.config.dataset == "long_range" else None
-
-
 def _in_resolution_sweep(task: LongRangeTask) -> bool:
     return task.image_size % BASE_SIZE == 0 and task == scaled_task(task.image_size)
 
@@ -100,19 +97,18 @@ def study_runs(runs: list[Run]) -> pd.DataFrame:
     ``resolution``, ``pathfinder``: booleans). Runs of no sweep are left out."""
     rows = []
     for run in runs:
-        task = _task(run)
-        row = run_row(run)
+        task = long_range_task(run.config)
         if task is not None:
-            distance = task.image_size == BASE_SIZE and task.max_distance is not None
-            row.update(image_size=task.image_size, gap_low=task.receptive_field, gap_high=task.max_distance,
-                       distance=distance, resolution=_in_resolution_sweep(task), pathfinder=False)
+            fields = dict(image_size=task.image_size, gap_low=task.receptive_field, gap_high=task.max_distance,
+                          distance=task.image_size == BASE_SIZE and task.max_distance is not None,
+                          resolution=_in_resolution_sweep(task), pathfinder=False)
         elif run.config.dataset == "pathfinder":
-            size = run.config.dataset_args.get("image_size", BASE_SIZE)
-            row.update(image_size=size, gap_low=None, gap_high=None, distance=False, resolution=False, pathfinder=True)
+            fields = dict(image_size=PathfinderTask.from_arguments(run.config.dataset_args).image_size, gap_low=None,
+                          gap_high=None, distance=False, resolution=False, pathfinder=True)
         else:
             continue
-        if row["distance"] or row["resolution"] or row["pathfinder"]:
-            rows.append(row)
+        if fields["distance"] or fields["resolution"] or fields["pathfinder"]:
+            rows.append({**run_row(run), **fields})
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["experiment", "model", "seed", "status", "top1",
                                                                  *_SWEEP_COLUMNS])
 

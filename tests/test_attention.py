@@ -396,7 +396,9 @@ def test_auto_falls_back_to_blocked_without_the_native_kernel(monkeypatch):
     (32 * 32, 32, 32, 32 + 32, True),  # 96 against 64: at the bound
     (32 * 32, 64, 64, 32 + 32, False),  # 128 against 128: the fused or blocked kernel
     (16 * 16, 8, 8, 16 + 16, False),  # small maps: the fused kernel
-    (32 * 32, 16, 16, 0, False),  # no positions: nothing to fuse
+    (32 * 32, 16, 16, 0, False),  # no positions below 64 x 64: the machines disagree, the fused kernel
+    (64 * 64, 8, 8, 0, True),  # no positions at 64 x 64, small heads: native on both machines measured
+    (64 * 64, 32, 32, 0, False),  # no positions, wide heads: not measured faster
 ])
 def test_auto_native_rule(n, dkh, dvh, extra, prefers):
     assert attention_module._cpu_prefers_native(n, dkh, dvh, extra) is prefers
