@@ -41,8 +41,7 @@ from matplotlib.figure import Figure
 from .checks import check_int
 from . import layer_cost
 from .complexity import fit_power_law, fit_slopes, load_recorded
-from .data import LongRangeTask, additive_ceiling
-from .data.pathfinder import PathfinderTask
+from .data import LongRangeTask, PathfinderTask, additive_ceiling
 from .io import atomic_write, write_png
 from .models.repro import SimpleCNN
 from .report import long_range_task, references, run_row, unfinished
