@@ -267,11 +267,6 @@ struct Problem {
     int64_t packed(int64_t count) const { return count * ((n + chunk() - 1) / chunk()) * chunk(); }
 };
 
-// The tile's queries i0 .. i0 + kRows - 1 (rows past N are zero), in base 2: qs2[e][r] = log2(e) scale q
-// and, with positions, their relative logits log2(e) lh (kRows, H) and log2(e) lw (kRows, W); with
-// `qs` given, also qs[e][r] = scale q. Returns the number of rows within N.
-//
-// lh[r][y] = scale q_r.rh[y - y_r + H - 1] for y < H: the H embeddings from offset H - 1 - y_r on.
 // out[y] = sum_e coef[e] table[e][y] for y < count: coef's d entries `step` apart, the table's rows
 // (d of them) `stride` apart.
 void relative_logits(const float* coef, int64_t step, int64_t d, const float* table, int64_t stride, int64_t count,
@@ -302,6 +297,11 @@ void relative_logits_backward(const float* coef, int64_t step, int64_t d, const 
     }
 }
 
+// The tile's queries i0 .. i0 + kRows - 1 (rows past N are zero), in base 2: qs2[e][r] = log2(e) scale q
+// and, with positions, their relative logits log2(e) lh (kRows, H) and log2(e) lw (kRows, W); with
+// `qs` given, also qs[e][r] = scale q. Returns the number of rows within N.
+//
+// lh[r][y] = scale q_r.rh[y - y_r + H - 1] for y < H: the H embeddings from offset H - 1 - y_r on.
 int load_tile(const Problem& p, int64_t g, int64_t i0, float* qs2, float* qs, float* th, float* tw) {
     const int rows = static_cast<int>(std::min<int64_t>(kRows, p.n - i0));
     const float* qt = p.qt + g * p.d * p.n;
