@@ -226,13 +226,19 @@ class _ProcessPool:
     """Runs plans in up to ``jobs`` ``aalib run`` processes at once; the slots hold the devices."""
 
     def __init__(self, jobs: int, devices: list[str] | None, log: Callable[[str], None]) -> None:
-        self.jobs, self.log = jobs, log
+        self.jobs, self._log = jobs, log
+        self.log_lock = threading.Lock()
         self.slots: queue.Queue[str | None] = queue.Queue()
         for slot in range(jobs):
             self.slots.put(None if devices is None else devices[slot % len(devices)].strip())
         self.running: set[subprocess.Popen] = set()
         self.lock = threading.Lock()
         self.stopping = False
+
+    def log(self, line: str) -> None:
+        """One whole line at a time: ``print`` from two threads can run their lines together."""
+        with self.log_lock:
+            self._log(line)
 
     def run(self, plans: list[RunPlan]) -> dict[Path, str]:
         total = len(plans)

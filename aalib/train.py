@@ -88,7 +88,7 @@ from .config import ConfigError, TrainConfig
 from .data import DeviceLoader, ImageSplits
 from .distributed import DistInfo, all_reduce, barrier, dist_info_from_env, process_group, resolve_device
 from .experiment import build_model_for, load_dataset, validate_config
-from .io import write_json
+from .io import interrupts_deferred, write_json
 from .lock import RunLock, held
 from .machine import device_name, synchronize
 from .memory import peak_memory_mib, retain_freed_memory
@@ -474,8 +474,9 @@ class _Run:
         for epoch in epochs_bar:
             row = self._train_epoch(epoch)
             self.history.append(row)
-            self._save_epoch(row, improved=self._improved(row))
-            self.saved = len(self.history)
+            with interrupts_deferred():  # Ctrl-C and SIGTERM wait until all of the epoch's files are written
+                self._save_epoch(row, improved=self._improved(row))
+                self.saved = len(self.history)
             self._publish()  # every rank keeps the summary (best epoch decides the test_best pass); rank 0 writes it
             log.info(
                 "epoch %d/%d  lr %.4g  train loss %.4f top-1 %.2f%%  val loss %.4f top-1 %.2f%% top-5 %.2f%%  "

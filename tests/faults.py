@@ -9,6 +9,9 @@ else; the package itself has no fault hooks.
   counted over the whole run), i.e. in the middle of an epoch.
 * ``AALIB_FAULT=kill_in_save:E``: while ``last.pt`` of epoch E is being written, write half of
   its bytes, then SIGKILL this process (a kill inside ``torch.save``).
+* ``AALIB_FAULT=signal_in_save:E:SIGNAL``: while ``torch.save`` writes ``last.pt`` of epoch E,
+  send SIGNAL (``SIGINT``, ``SIGTERM``) to this process after its first bytes; Ctrl-C's default
+  action is restored first, in case the test runs where SIGINT is ignored.
 * ``AALIB_FAULT=nan_at_step:N`` / ``inf_at_step:N``: the training loss of step N (1-based) and
   later is NaN / +inf.
 * ``AALIB_PATCH={"module:attr": value, ...}`` (JSON): set module attributes first, e.g. point a
@@ -68,6 +71,35 @@ def _kill_in_save(epoch: int) -> None:
     torch.save = half_then_die
 
 
+class _SignalOnFirstWrite:
+    """A file handle that sends ``sig`` to this process once its first bytes are written."""
+
+    def __init__(self, handle: Any, sig: signal.Signals) -> None:
+        self.handle, self.sig, self.sent = handle, sig, False
+
+    def write(self, data: bytes) -> int:
+        written = self.handle.write(data)
+        if not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.sig)
+        return written
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.handle, name)
+
+
+def _signal_in_save(epoch: int, sig: signal.Signals) -> None:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    save = torch.save
+
+    def save_with_signal(obj: Any, handle: Any, *args: Any, **kwargs: Any) -> None:
+        if isinstance(obj, dict) and "optimizer" in obj and obj.get("epoch") == epoch:  # last.pt of that epoch
+            handle = _SignalOnFirstWrite(handle, sig)
+        save(obj, handle, *args, **kwargs)
+
+    torch.save = save_with_signal
+
+
 class Poisoned(torch.nn.Module):
     """``inner``'s loss times ``value`` (NaN, inf) from training step ``step`` (1-based) on."""
 
@@ -101,6 +133,9 @@ def main() -> int:
         _kill_at_step(int(arg))
     elif kind == "kill_in_save":
         _kill_in_save(int(arg))
+    elif kind == "signal_in_save":
+        epoch, _, name = arg.partition(":")
+        _signal_in_save(int(epoch), signal.Signals[name])
     elif kind in ("nan_at_step", "inf_at_step"):
         _bad_loss(int(arg), float("nan") if kind == "nan_at_step" else float("inf"))
     elif kind:

@@ -115,6 +115,22 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(straight: Pat
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_writing_a_checkpoint_lets_the_epoch_finish_writing(straight: Path, tmp_path: Path,
+                                                                          stop: str) -> None:
+    out = tmp_path / "run"
+    stopped = train_tiny(out, fault=f"signal_in_save:1:{stop}")  # the signal comes inside torch.save
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    assert "aalib train: interrupted; run the same command again to resume" in stopped.stderr
+    assert temporaries(out) == [] and load_checkpoint(out / "last.pt")["epoch"] == 1  # written whole
+    state = json.loads((out / "summary.json").read_text())
+    assert state["status"] == "interrupted" and state["epochs_completed"] == len(read_csv(out / "metrics.csv")) == 1
+    resumed = train_tiny(out)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_result(out, straight)
+
+
+@pytest.mark.slow
 def test_interrupted_sweep_skips_finished_runs_and_resumes_the_interrupted_one(tmp_path: Path) -> None:
     params = write_sweep_params(tmp_path / "params", {"a": 2, "b": 30})
     runs = tmp_path / "runs"

@@ -9,6 +9,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -96,6 +97,25 @@ def test_each_process_sees_one_of_the_devices_and_inherits_no_lock(monkeypatch: 
     seen = [line.split("] ", 1)[1] for line in lines if line.startswith("[echo")]
     assert len(seen) == 4 and set(seen) == {"3 None", "5 None"}
     assert sum(" on GPU 3: " in line for line in lines) == 2 and sum(" on GPU 5: " in line for line in lines) == 2
+
+
+def test_lines_from_the_jobs_never_run_together() -> None:
+    """``print`` writes a line and its newline separately, so another thread can come between them."""
+    written: list[str] = []
+
+    def print_in_two_writes(line: str) -> None:
+        written.append(line)
+        time.sleep(0.001)  # where a thread switch runs two lines together
+        written.append("\n")
+
+    pool = _ProcessPool(2, None, print_in_two_writes)
+    threads = [threading.Thread(target=lambda i=i: [pool.log(f"job {i} line {k}") for k in range(50)]) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = "".join(written).splitlines()
+    assert sorted(lines) == sorted(f"job {i} line {k}" for i in range(2) for k in range(50))
 
 
 @pytest.mark.parametrize("jobs, devices, message", [
