@@ -56,11 +56,16 @@ def _kill_at_step(step: int) -> None:
     train_module.build_optimizer = build
 
 
+def _is_last_checkpoint(obj: Any, epoch: int) -> bool:
+    """Whether ``torch.save`` was given last.pt of ``epoch`` (best.pt holds no optimizer)."""
+    return isinstance(obj, dict) and "optimizer" in obj and obj.get("epoch") == epoch
+
+
 def _kill_in_save(epoch: int) -> None:
     save = torch.save
 
     def half_then_die(obj: Any, handle: Any, *args: Any, **kwargs: Any) -> None:
-        if isinstance(obj, dict) and "optimizer" in obj and obj.get("epoch") == epoch:  # last.pt of that epoch
+        if _is_last_checkpoint(obj, epoch):
             buffer = io.BytesIO()
             save(obj, buffer, *args, **kwargs)
             handle.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
@@ -93,7 +98,7 @@ def _signal_in_save(epoch: int, sig: signal.Signals) -> None:
     save = torch.save
 
     def save_with_signal(obj: Any, handle: Any, *args: Any, **kwargs: Any) -> None:
-        if isinstance(obj, dict) and "optimizer" in obj and obj.get("epoch") == epoch:  # last.pt of that epoch
+        if _is_last_checkpoint(obj, epoch):
             handle = _SignalOnFirstWrite(handle, sig)
         save(obj, handle, *args, **kwargs)
 
